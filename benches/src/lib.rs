@@ -1,0 +1,1 @@
+//! Criterion benches against the peers (see its issue; a stub until then).

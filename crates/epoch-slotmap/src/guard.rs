@@ -1,0 +1,191 @@
+//! Guards: the only way to read a value by reference.
+//!
+//! Invariant: a `Guard` keeps this thread pinned in its map's domain for as long as it lives,
+//! and every reference it hands out borrows the guard. A value or slot unlinked while the
+//! guard lives is dropped or recycled only after the guard is gone, so those references
+//! never dangle and never show another key's value. A guard is `!Send`: the pin belongs to
+//! the thread.
+
+use std::fmt;
+
+use crossbeam_epoch::Guard as EpochGuard;
+use slotmap::Key;
+
+use crate::map::{SlotMap, key_of, split};
+use crate::page::PAGES;
+use crate::slot::Slot;
+use crate::sync::Ordering;
+
+/// A pinned view of a [`SlotMap`]: lock-free lookups and iteration whose references live as
+/// long as the guard.
+///
+/// Hold one guard across a batch of lookups: pinning costs a fence, a lookup under a held
+/// guard costs a few loads.
+///
+/// ```
+/// use epoch_slotmap::SlotMap;
+///
+/// let map = SlotMap::new();
+/// let k = map.insert("rule".to_string());
+/// let guard = map.pin();
+/// let rule: &String = guard.get(k).unwrap();
+/// map.remove(k); // the key dies at once...
+/// assert!(guard.get(k).is_none());
+/// assert_eq!(rule, "rule"); // ...but what this guard already saw stays valid
+/// ```
+///
+/// A reference cannot outlive its guard:
+///
+/// ```compile_fail
+/// use epoch_slotmap::SlotMap;
+///
+/// let map = SlotMap::new();
+/// let k = map.insert(1);
+/// let r = {
+///     let guard = map.pin();
+///     guard.get(k).unwrap()
+/// };
+/// println!("{r}");
+/// ```
+///
+/// And a guard cannot cross threads:
+///
+/// ```compile_fail
+/// use epoch_slotmap::SlotMap;
+///
+/// let map = SlotMap::<_, u32>::new();
+/// let guard = map.pin();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(guard));
+/// });
+/// ```
+#[must_use = "a guard does nothing unless you read through it"]
+pub struct Guard<'m, K: Key, V> {
+    pub(crate) map: &'m SlotMap<K, V>,
+    pub(crate) _epoch: EpochGuard,
+}
+
+impl<'m, K: Key, V> Guard<'m, K, V> {
+    /// The value of `key`, if it is live. Stale, null, foreign or garbage keys give `None`.
+    ///
+    /// ```
+    /// use epoch_slotmap::{Key, KeyData, SlotMap};
+    ///
+    /// let map = SlotMap::new();
+    /// let k = map.insert(7);
+    /// let guard = map.pin();
+    /// assert_eq!(guard.get(k), Some(&7));
+    /// assert_eq!(guard.get(epoch_slotmap::DefaultKey::null()), None);
+    /// assert_eq!(guard.get(KeyData::from_ffi(u64::MAX).into()), None);
+    /// ```
+    #[inline]
+    pub fn get(&self, key: K) -> Option<&V> {
+        let (index, version) = split(key);
+        let ptr = self.map.shared.pages.slot(index)?.load_live(version)?;
+        // SAFETY: `load_live` saw the key's version while this guard pins the domain, so the
+        // value behind `ptr` is dropped (and its slot recycled) only after a grace period that
+        // waits for this guard (guard.rs invariant); the reference borrows the guard.
+        Some(unsafe { &*ptr })
+    }
+
+    /// Whether `key` is live.
+    ///
+    /// ```
+    /// use epoch_slotmap::SlotMap;
+    ///
+    /// let map = SlotMap::new();
+    /// let k = map.insert(());
+    /// assert!(map.pin().contains_key(k));
+    /// map.remove(k);
+    /// assert!(!map.pin().contains_key(k));
+    /// ```
+    #[inline]
+    pub fn contains_key(&self, key: K) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// Iterates over live entries in index order.
+    ///
+    /// Weakly consistent: every entry live for the whole iteration is yielded exactly once,
+    /// no entry is yielded twice, and entries inserted or removed meanwhile may or may not
+    /// be.
+    ///
+    /// ```
+    /// use epoch_slotmap::SlotMap;
+    ///
+    /// let map = SlotMap::new();
+    /// for i in 0..3 {
+    ///     map.insert(i);
+    /// }
+    /// let guard = map.pin();
+    /// let sum: i32 = guard.iter().map(|(_, v)| *v).sum();
+    /// assert_eq!(sum, 3);
+    /// ```
+    pub fn iter(&self) -> Iter<'_, K, V> {
+        Iter { guard: self, page: 0, slots: &[], base: 0, offset: 0 }
+    }
+}
+
+impl<K: Key, V> fmt::Debug for Guard<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard").finish_non_exhaustive()
+    }
+}
+
+/// Iterator over a guard's live entries; see [`Guard::iter`].
+///
+/// ```
+/// use epoch_slotmap::SlotMap;
+///
+/// let map = SlotMap::new();
+/// map.insert('a');
+/// let guard = map.pin();
+/// let mut iter: epoch_slotmap::Iter<'_, _, char> = guard.iter();
+/// assert_eq!(iter.next().map(|(_, v)| *v), Some('a'));
+/// assert!(iter.next().is_none());
+/// ```
+pub struct Iter<'g, K: Key, V> {
+    guard: &'g Guard<'g, K, V>,
+    page: usize,
+    slots: &'g [Slot<V>],
+    base: usize,
+    offset: usize,
+}
+
+impl<'g, K: Key, V> Iterator for Iter<'g, K, V> {
+    type Item = (K, &'g V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            while let Some(slot) = self.slots.get(self.offset) {
+                let index = (self.base + self.offset) as u32;
+                self.offset += 1;
+                // Acquire pairs with insert's Release version store.
+                let version = slot.version.load(Ordering::Acquire);
+                if version & 1 == 1
+                    && let Some(ptr) = slot.load_live(version)
+                {
+                    // SAFETY: as in `Guard::get`: the version was live while the guard pins
+                    // the domain, and the reference borrows the guard.
+                    return Some((key_of(index, version), unsafe { &*ptr }));
+                }
+            }
+            if self.page >= PAGES {
+                return None;
+            }
+            let page = self.page;
+            self.page += 1;
+            if let Some(slots) = self.guard.map.shared.pages.page(page) {
+                self.slots = slots;
+                self.base = crate::page::page_start(page);
+                self.offset = 0;
+            }
+        }
+    }
+}
+
+impl<K: Key, V> fmt::Debug for Iter<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter").field("page", &self.page).field("offset", &self.offset).finish()
+    }
+}

@@ -1,0 +1,77 @@
+//! A concurrent generational slot map: lock-free reads, values stored inline, and removed
+//! values released by epoch-based reclamation at a moment the program can know.
+//!
+//! # Why
+//!
+//! A service kept its rules in a slice behind a read-write lock and deleted with
+//! `append(s[:i], s[i+1:]...)`: the removed pointer stayed in the backing array, nothing could
+//! free it, and memory crept up until the service was restarted. In this map every value lives
+//! in a slot with a version. Removing a value kills its key at once; a stale key never reaches
+//! the slot's next occupant; the value is dropped, and its slot reused, as soon as no reader can
+//! still see it, and [`SlotMap::reclaim`] / [`SlotMap::stats`] tell you when that happened.
+//!
+//! # Usage
+//!
+//! ```
+//! use epoch_slotmap::SlotMap;
+//!
+//! let rules = SlotMap::new();
+//! let id = rules.insert(String::from("deny 10.0.0.0/8"));
+//! {
+//!     let guard = rules.pin(); // lock-free; hold it across a batch of lookups
+//!     assert_eq!(guard.get(id).map(String::as_str), Some("deny 10.0.0.0/8"));
+//! }
+//! rules.replace(id, String::from("allow 10.0.0.0/8")).unwrap();
+//! assert!(rules.remove(id));
+//! assert_eq!(rules.get_cloned(id), None); // the key died with the remove
+//! rules.reclaim(); // every removed or replaced value has been dropped now
+//! assert_eq!(rules.stats().pending, 0);
+//! ```
+//!
+//! # When values are dropped
+//!
+//! - `remove`, `retain` and `clear` unlink a value at once; it is dropped after every guard
+//!   that existed at that moment is gone. Retirements are batched ([`SlotMap::stats`]'s
+//!   `pending` counts those waiting): with no guard held, `pending` stays below 1024 during
+//!   steady churn without anyone calling `reclaim`.
+//! - `replace` and `update` keep the key; the old value is dropped the same way.
+//! - [`SlotMap::reclaim`] returns once everything removed or replaced before the call has
+//!   been dropped; [`SlotMap::take`] hands the value back once no guard can see it.
+//! - Dropping the map drops every value before `drop` returns.
+//!
+//! # Memory
+//!
+//! A slot costs 16 bytes plus the value (for values aligned to 8 bytes or less): a 32-bit
+//! version, a 32-bit link word and a pointer to the current value, which is the slot's own
+//! inline storage unless the value was replaced (replacements are boxed, so readers always
+//! see a whole value). Slots live in pages that double in size (32, 64, 128, ...) and never
+//! move, so references stay valid while the map grows.
+//!
+//! # Versions
+//!
+//! Keys are the [`slotmap`] crate's: a 32-bit index and a 32-bit version, odd while occupied.
+//! `new_key_type!`, [`KeyData::as_ffi`]/[`KeyData::from_ffi`] and `slotmap::SecondaryMap`
+//! work with them. Each slot goes through at most 2^31 occupants; a slot whose version would
+//! wrap is retired for good (`stats().retired`), so no stale key can ever alias a new value.
+//!
+//! # Loom
+//!
+//! Built with `RUSTFLAGS="--cfg loom --cfg crossbeam_loom"` and the `loom` feature, the crate
+//! takes its atomics, cells and thread-locals from loom and runs crossbeam-epoch in loom mode,
+//! so downstream crates can model-check code that embeds the map.
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, unreachable_pub)]
+#![doc(test(attr(deny(warnings))))]
+
+mod domain;
+mod free_list;
+mod guard;
+mod map;
+mod page;
+mod retire;
+mod slot;
+mod sync;
+
+pub use guard::{Guard, Iter};
+pub use map::{InsertError, IntoIter, SlotMap, Stats};
+pub use slotmap::{DefaultKey, Key, KeyData, new_key_type};

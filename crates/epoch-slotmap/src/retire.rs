@@ -1,0 +1,320 @@
+//! Retirement: where removed slots and replaced values wait for their grace period.
+//!
+//! Invariants:
+//! - A removed slot goes onto the map-wide *removed stack* right after the CAS that made its
+//!   version even; a replaced value (a boxed node, or a note for a replaced inline value) goes
+//!   onto the *replaced stack* right after the swap that unlinked it. Nothing is dropped or
+//!   recycled from there directly.
+//! - A *batch* takes both stacks whole (a swap), is deferred to the domain as one function and
+//!   flushed to crossbeam's global queue at once, so no retired value ever waits in one thread's
+//!   private bag: any thread that collects (and `reclaim`) can run it. Every unlink in a batch
+//!   happened before the batch was deferred, so when it runs no reader can still see any of it.
+//! - A slot whose inline value was replaced has two drops ahead of it (the inline value's, from
+//!   its note; the current value's, from its removal) that may run in either order. The slot
+//!   is pushed on the free list by whichever finishes second (`INLINE_PENDING` /
+//!   `RECYCLE_WAITING` in `Slot::aux`), so it is never reused while a drop for it is queued.
+//! - Each batch is counted in `in_flight[parity of the generation it registered in]` until it
+//!   has run; `reclaim` advances the generation and waits for the old parity to drain.
+//!
+//! The stacks are push + take-all only, which is ABA-safe without tags: a push only needs the
+//! head it links to be the head it replaces, whatever happened in between.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crossbeam_epoch::Guard as EpochGuard;
+
+use crate::free_list::FreeList;
+use crate::page::PageTable;
+use crate::slot::{INLINE_PENDING, LINK_MASK, NIL, RECYCLE_WAITING, Retired, Slot};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, CachePadded, Mutex, Ordering};
+
+/// Retirements per batch. Small under loom and Miri so models and tests cross batches.
+pub(crate) const BATCH: usize = if cfg!(any(loom, miri)) { 2 } else { 64 };
+
+/// Counters only writers and the batch runner update; readers never touch this cache line.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) len: AtomicUsize,
+    pub(crate) capacity: AtomicUsize,
+    /// Next never-used slot index.
+    pub(crate) fresh: AtomicUsize,
+    pub(crate) removes_retired: AtomicUsize,
+    pub(crate) removes_done: AtomicUsize,
+    pub(crate) replaces_retired: AtomicUsize,
+    pub(crate) replaces_done: AtomicUsize,
+    pub(crate) retired_slots: AtomicUsize,
+}
+
+/// The map's state that deferred functions point into; boxed so it never moves.
+pub(crate) struct Shared<V> {
+    pub(crate) pages: PageTable<V>,
+    pub(crate) max_slots: usize,
+    pub(crate) free: CachePadded<FreeList>,
+    pub(crate) counters: CachePadded<Counters>,
+    removed: CachePadded<AtomicU32>,
+    replaced: CachePadded<AtomicPtr<Retired<V>>>,
+    generation: AtomicUsize,
+    in_flight: [AtomicUsize; 2],
+    pub(crate) reclaim_lock: Mutex<()>,
+}
+
+impl<V> Shared<V> {
+    pub(crate) fn new(max_slots: usize, first_version: u32) -> Self {
+        Self {
+            pages: PageTable::new(first_version),
+            max_slots,
+            free: CachePadded(FreeList::new()),
+            counters: CachePadded(Counters::default()),
+            removed: CachePadded(AtomicU32::new(NIL)),
+            replaced: CachePadded(AtomicPtr::new(std::ptr::null_mut())),
+            generation: AtomicUsize::new(0),
+            in_flight: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            reclaim_lock: Mutex::new(()),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn slot(&self, index: u32) -> &Slot<V> {
+        self.pages.slot(index).expect("retired slot index lies in an existing page")
+    }
+
+    /// Queues slot `index`, whose version the caller just made even, for recycling.
+    /// Returns true when a batch is due.
+    pub(crate) fn retire_removed(&self, index: u32) -> bool {
+        let slot = self.slot(index);
+        // Relaxed: re-validated by the CAS.
+        let mut head = self.removed.load(Ordering::Relaxed);
+        loop {
+            // Relaxed: published by the Release CAS below. An RMW, because a note for this
+            // slot may clear INLINE_PENDING concurrently.
+            let _ = slot.aux.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |aux| {
+                Some((aux & !LINK_MASK) | head)
+            });
+            // Release pairs with the Acquire swap in `take_batch`.
+            match self.removed.compare_exchange_weak(head, index, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(actual) => head = actual,
+            }
+        }
+        // Relaxed: a statistic and a batching trigger; `reclaim` does not rely on it.
+        (self.counters.removes_retired.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(BATCH)
+    }
+
+    /// Queues `old`, the value pointer slot `index` held before a replace/update swapped it
+    /// out. Returns true when a batch is due.
+    pub(crate) fn retire_replaced(&self, index: u32, old: *mut V) -> bool {
+        let slot = self.slot(index);
+        let node = if std::ptr::eq(old, slot.inline_ptr()) {
+            // AcqRel: ordered with the RECYCLE_WAITING handshake in `finish_drop`.
+            slot.aux.fetch_or(INLINE_PENDING, Ordering::AcqRel);
+            Retired::<V>::inline_note(index)
+        } else {
+            old.cast::<Retired<V>>()
+        };
+        // Relaxed: re-validated by the CAS.
+        let mut head = self.replaced.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `node` is unreachable by anyone else until the CAS publishes it: a note
+            // is fresh, and a boxed value was unlinked by the caller's swap/CAS, which only
+            // one thread can win.
+            unsafe { (*node).next = head };
+            // Release pairs with the Acquire swap in `take_batch`.
+            match self.replaced.compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(actual) => head = actual,
+            }
+        }
+        // Relaxed: as in `retire_removed`.
+        (self.counters.replaces_retired.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(BATCH)
+    }
+
+    /// Counts a new batch in the current generation's parity and returns that parity.
+    fn register_batch(&self) -> usize {
+        loop {
+            // SeqCst (all four): a Dekker pair with `reclaim`'s generation bump and its
+            // in-flight load: either this re-check sees the new generation (and retries), or
+            // `reclaim` sees this batch counted.
+            let generation = self.generation.load(Ordering::SeqCst);
+            self.in_flight[generation & 1].fetch_add(1, Ordering::SeqCst);
+            if self.generation.load(Ordering::SeqCst) == generation {
+                return generation & 1;
+            }
+            self.in_flight[generation & 1].fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes everything retired so far into one batch, defers it and flushes it to the global
+    /// queue.
+    pub(crate) fn take_batch(&self, guard: &EpochGuard) {
+        let parity = self.register_batch();
+        // Acquire pairs with the Release CASes of the pushes: links and nodes are visible.
+        let slots = self.removed.swap(NIL, Ordering::Acquire);
+        let nodes = self.replaced.swap(std::ptr::null_mut(), Ordering::Acquire);
+        if slots == NIL && nodes.is_null() {
+            // SeqCst: see `register_batch`.
+            self.in_flight[parity].fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let shared = self as *const Shared<V> as usize;
+        let run = move || {
+            // SAFETY: the map's drop shuts the domain down (running every queued function)
+            // before it frees `Shared`, which is boxed and never moves (see `domain.rs`);
+            // every unlink in the batch happened before this defer, so the grace period that
+            // precedes this call covers every reader that could see them.
+            unsafe { (*(shared as *const Shared<V>)).run_batch(slots, nodes, parity) }
+        };
+        if cfg!(epoch_slotmap_mutant = "free_at_once") {
+            // Mutant for the loom suite: no grace period at all.
+            run();
+            return;
+        }
+        // SAFETY: `run` may execute on another thread: it touches `Shared` (atomics and
+        // slots, the same accesses any thread makes) and drops `V`s, which is sound because
+        // the map is `Send` only when `V: Send`; a map that is not `Send`/`Sync` is only
+        // ever pinned by one thread, which is then the only one that runs it.
+        unsafe { guard.defer_unchecked(run) };
+        guard.flush();
+    }
+
+    /// Drops everything in a batch and recycles its slots.
+    ///
+    /// # Safety
+    /// No reader may still see any value or slot of the batch (a grace period passed since
+    /// the batch was taken, or the map is exclusively borrowed), and the chains come from one
+    /// `take_batch` swap, run once.
+    pub(crate) unsafe fn run_batch(&self, slots: u32, mut nodes: *mut Retired<V>, parity: usize) {
+        let mut replaced = 0;
+        while !nodes.is_null() {
+            // SAFETY: the node came off the replaced stack in one swap; this batch owns it.
+            let node = unsafe { Box::from_raw(nodes) };
+            nodes = node.next;
+            replaced += 1;
+            if node.inline_of == NIL {
+                // SAFETY: a boxed value node holds an initialised value nobody can see now.
+                let value = unsafe { node.value.assume_init_read() };
+                drop(node);
+                drop_quietly(value);
+            } else {
+                let index = node.inline_of;
+                drop(node);
+                let slot = self.slot(index);
+                // SAFETY: the note stands for this slot's inline value, which was replaced
+                // before the batch was taken and is unreachable now; the slot cannot have been
+                // reused, because it is recycled only after this note clears INLINE_PENDING.
+                drop_quietly(unsafe { slot.inline_mut().read() });
+                // AcqRel: the handshake with `finish_drop`; Release publishes our drop to the
+                // one that recycles, Acquire sees theirs if we recycle.
+                let before = slot.aux.fetch_and(!INLINE_PENDING, Ordering::AcqRel);
+                if before & RECYCLE_WAITING != 0 {
+                    self.recycle(index);
+                }
+            }
+        }
+        let mut removed = 0;
+        let mut index = slots;
+        while index != NIL {
+            let slot = self.slot(index);
+            // Relaxed: the link was published to us by the Acquire swap in `take_batch`; read
+            // it before the slot can be recycled (which rewrites it).
+            let next = slot.aux.load(Ordering::Relaxed) & LINK_MASK;
+            // SAFETY: removed before this batch was taken; nobody can see its value now.
+            if let Some(value) = unsafe { self.drop_current(index) } {
+                drop_quietly(value);
+            }
+            self.finish_drop(index);
+            removed += 1;
+            index = next;
+        }
+        // Relaxed: statistics; `reclaim` synchronises through `in_flight` below.
+        self.counters.replaces_done.fetch_add(replaced, Ordering::Relaxed);
+        self.counters.removes_done.fetch_add(removed, Ordering::Relaxed);
+        // SeqCst: `reclaim`'s SeqCst load seeing the decrement sees every drop above.
+        self.in_flight[parity].fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Moves the current value of a dead slot out and clears its value pointer.
+    ///
+    /// # Safety
+    /// The slot's version is even and no reader can still see its value.
+    pub(crate) unsafe fn drop_current(&self, index: u32) -> Option<V> {
+        let slot = self.slot(index);
+        // Acquire pairs with the Release of whoever stored the pointer (insert's version
+        // store, replace's swap), so the value's bytes are visible.
+        let ptr = slot.value.swap(std::ptr::null_mut(), Ordering::Acquire);
+        if ptr.is_null() {
+            None
+        } else if std::ptr::eq(ptr, slot.inline_ptr()) {
+            // SAFETY: the inline value is initialised (the pointer said so) and unreachable.
+            Some(unsafe { slot.inline_mut().read() })
+        } else {
+            // SAFETY: any other pointer is a boxed `Retired` node from `Retired::boxed`, now
+            // owned by us (the swap took it).
+            let node = unsafe { Box::from_raw(ptr.cast::<Retired<V>>()) };
+            // SAFETY: a boxed value node holds an initialised value.
+            Some(unsafe { node.value.assume_init_read() })
+        }
+    }
+
+    /// After the current value of a dead slot is gone: recycle it now, or leave that to its
+    /// pending inline note.
+    pub(crate) fn finish_drop(&self, index: u32) {
+        // AcqRel: the handshake with the note in `run_batch`.
+        let before = self.slot(index).aux.fetch_or(RECYCLE_WAITING, Ordering::AcqRel);
+        if before & INLINE_PENDING == 0 {
+            self.recycle(index);
+        }
+    }
+
+    /// Puts a dead slot whose drops have all run back on the free list, or retires it if its
+    /// version wrapped.
+    fn recycle(&self, index: u32) {
+        // Relaxed: this thread (or one it synchronised with) made the version even.
+        if self.slot(index).version.load(Ordering::Relaxed) == 0 {
+            // Relaxed: a statistic.
+            self.counters.retired_slots.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.free.push(&self.pages, index);
+        }
+    }
+
+    /// Runs whatever sits on the retire stacks right now, without a grace period.
+    ///
+    /// # Safety
+    /// No reader can see anything retired (the map is exclusively borrowed).
+    pub(crate) unsafe fn run_retired_now(&self) {
+        let parity = self.register_batch();
+        // Acquire: as in `take_batch`.
+        let slots = self.removed.swap(NIL, Ordering::Acquire);
+        let nodes = self.replaced.swap(std::ptr::null_mut(), Ordering::Acquire);
+        // SAFETY: the caller guarantees no reader; the chains come from these swaps.
+        unsafe { self.run_batch(slots, nodes, parity) };
+    }
+
+    /// Advances the generation and returns the parity `reclaim` must wait to drain.
+    pub(crate) fn advance_generation(&self) -> usize {
+        // SeqCst: see `register_batch`.
+        self.generation.fetch_add(1, Ordering::SeqCst) & 1
+    }
+
+    /// Batches of that parity not yet run.
+    pub(crate) fn in_flight(&self, parity: usize) -> usize {
+        // SeqCst: see `register_batch` and the end of `run_batch`.
+        self.in_flight[parity].load(Ordering::SeqCst)
+    }
+
+    /// Values removed or replaced whose drop has not run yet.
+    pub(crate) fn pending(&self) -> usize {
+        let c = &self.counters;
+        // Relaxed: statistics. A batch may drop a value before its retirement is counted, so
+        // the difference saturates at 0 instead of going negative.
+        let done = c.removes_done.load(Ordering::Relaxed) + c.replaces_done.load(Ordering::Relaxed);
+        let retired = c.removes_retired.load(Ordering::Relaxed) + c.replaces_retired.load(Ordering::Relaxed);
+        retired.saturating_sub(done)
+    }
+}
+
+/// Drops a value; a panic in its `Drop` is contained so the batch carries on and no slot is
+/// lost (the panic hook has already reported it).
+fn drop_quietly<V>(value: V) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+}

@@ -1,0 +1,108 @@
+//! One slot: a version, a link word, a value pointer and the inline value.
+//!
+//! Invariant (the version protocol): a slot's `version` is odd exactly while it holds a live
+//! value, and a key `(index, v)` is live exactly while `version == v`. Versions only grow: an
+//! insert moves `2n -> 2n+1`, a remove `2n+1 -> 2n+2`, so a key, once dead, never matches
+//! again. The remove from `u32::MAX` wraps to 0 and the slot is retired for good (it is never
+//! put back on the free list, see `retire.rs`).
+//!
+//! While the slot is live, `value` points either at the slot's own inline storage (the value
+//! `insert` wrote) or at a boxed [`Retired`] node holding a replacement (`replace`/`update`).
+//! Whatever `value` points at stays valid until a grace period after it stopped being
+//! reachable; only then is it dropped and the slot recycled.
+
+use std::mem::MaybeUninit;
+
+use crate::sync::{AtomicPtr, AtomicU32, Cell, Ordering};
+
+/// End of a chain of slot links (free list, removed stack). Indexes stay below it.
+pub(crate) const NIL: u32 = 0x3FFF_FFFF;
+/// The link bits of `Slot::aux`.
+pub(crate) const LINK_MASK: u32 = 0x3FFF_FFFF;
+/// `Slot::aux` flag: the inline value was replaced and its deferred drop has not run yet.
+pub(crate) const INLINE_PENDING: u32 = 1 << 31;
+/// `Slot::aux` flag: the slot's own recycling ran while `INLINE_PENDING` was still set, so
+/// whoever clears `INLINE_PENDING` finishes the recycling.
+pub(crate) const RECYCLE_WAITING: u32 = 1 << 30;
+
+/// A slot of a page. 16 bytes of bookkeeping before the value (for values aligned to 8 or
+/// less).
+#[repr(C)]
+pub(crate) struct Slot<V> {
+    /// Odd = occupied. See the module invariant.
+    pub(crate) version: AtomicU32,
+    /// Low 30 bits: link to the next slot in the free list or in the removed stack.
+    /// High 2 bits: `INLINE_PENDING`, `RECYCLE_WAITING`.
+    pub(crate) aux: AtomicU32,
+    /// Where the live value is: the inline storage, a boxed replacement, or null when none.
+    pub(crate) value: AtomicPtr<V>,
+    /// Inline storage for the value `insert` wrote.
+    inline: Cell<MaybeUninit<V>>,
+}
+
+impl<V> Slot<V> {
+    pub(crate) fn new(version: u32) -> Self {
+        Self {
+            version: AtomicU32::new(version),
+            aux: AtomicU32::new(NIL),
+            value: AtomicPtr::new(std::ptr::null_mut()),
+            inline: Cell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    /// The address of the inline storage, for writing into it.
+    #[inline(always)]
+    pub(crate) fn inline_mut(&self) -> *mut V {
+        self.inline.ptr_mut().cast::<V>()
+    }
+
+    /// The address of the inline storage, for comparisons and reads.
+    #[inline(always)]
+    pub(crate) fn inline_ptr(&self) -> *const V {
+        self.inline.ptr().cast::<V>()
+    }
+
+    /// The reader's check: the value of key version `version`, if that key is live.
+    ///
+    /// The caller must be pinned in the map's domain for the returned pointer to stay
+    /// dereferenceable (see `read` in `map.rs`).
+    #[inline(always)]
+    pub(crate) fn load_live(&self, version: u32) -> Option<*const V> {
+        // Acquire pairs with the Release store of `version` in `insert` (which publishes
+        // the inline value and the `value` pointer written before it).
+        if self.version.load(Ordering::Acquire) != version {
+            return None;
+        }
+        // Acquire pairs with the Release CAS in `replace`/`update` that published a boxed
+        // replacement, so its contents are visible.
+        let ptr = self.value.load(Ordering::Acquire);
+        if ptr.is_null() { None } else { Some(ptr.cast_const()) }
+    }
+}
+
+/// A value that lives outside its slot: a replacement written by `replace`/`update`, or (with
+/// `inline_of` set and `value` uninitialised) the note that slot `inline_of`'s inline value
+/// was replaced and must be dropped after a grace period.
+///
+/// `value` is the first field of a `repr(C)` struct, so a `*mut V` to it is also a pointer to
+/// the node; the slot's `value` pointer is stored as that `*mut V`.
+#[repr(C)]
+pub(crate) struct Retired<V> {
+    pub(crate) value: MaybeUninit<V>,
+    /// Next node in the replaced stack or in a batch (written before the node is published).
+    pub(crate) next: *mut Retired<V>,
+    /// `NIL`, or the slot whose inline value this node stands for.
+    pub(crate) inline_of: u32,
+}
+
+impl<V> Retired<V> {
+    /// A heap node holding `value`; the returned pointer is also a `*mut V` to the value.
+    pub(crate) fn boxed(value: V) -> *mut Retired<V> {
+        Box::into_raw(Box::new(Retired { value: MaybeUninit::new(value), next: std::ptr::null_mut(), inline_of: NIL }))
+    }
+
+    /// A heap node standing for slot `index`'s replaced inline value.
+    pub(crate) fn inline_note(index: u32) -> *mut Retired<V> {
+        Box::into_raw(Box::new(Retired { value: MaybeUninit::uninit(), next: std::ptr::null_mut(), inline_of: index }))
+    }
+}

@@ -1,0 +1,1 @@
+//! Rules on top of `epoch-slotmap` (see its issue; a stub until then).

@@ -1,0 +1,1 @@
+//! Loom model checks of epoch-slotmap (see its issue; a stub until then).
