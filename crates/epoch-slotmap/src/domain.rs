@@ -94,7 +94,10 @@ impl Domain {
         Self {
             id: NEXT_DOMAIN_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             collector: Some(Collector::new()),
-            registry: Arc::new(Registry { head: AtomicPtr::new(std::ptr::null_mut()), closed: AtomicBool::new(false) }),
+            registry: Arc::new(Registry {
+                head: AtomicPtr::new(std::ptr::null_mut()),
+                closed: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -133,7 +136,8 @@ impl Domain {
             // SAFETY: published nodes live until the registry is dropped; we hold an Arc.
             let participant = unsafe { &*node };
             // Acquire pairs with the Release store in `CacheEntry::drop` of the last owner.
-            if participant.in_use.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            if participant.in_use.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
                 return CacheEntry { domain: self.id, participant: node, _registry: self.registry.clone() };
             }
             node = participant.next;
@@ -150,7 +154,8 @@ impl Domain {
             // SAFETY: `fresh` is ours until the CAS publishes it.
             unsafe { (*fresh).next = head };
             // Release publishes the node's contents to the Acquire walk above.
-            match self.registry.head.compare_exchange_weak(head, fresh, Ordering::Release, Ordering::Relaxed) {
+            match self.registry.head.compare_exchange_weak(head, fresh, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) => break,
                 Err(actual) => head = actual,
             }

@@ -25,7 +25,11 @@ pub(crate) struct FreeList {
 #[inline(always)]
 fn bump(head: u64) -> u32 {
     // Mutant for the loom suite: a constant tag reopens the ABA window.
-    if cfg!(epoch_slotmap_mutant = "untagged_free_list") { (head >> 32) as u32 } else { ((head >> 32) as u32).wrapping_add(1) }
+    if cfg!(epoch_slotmap_mutant = "untagged_free_list") {
+        (head >> 32) as u32
+    } else {
+        ((head >> 32) as u32).wrapping_add(1)
+    }
 }
 
 #[inline(always)]

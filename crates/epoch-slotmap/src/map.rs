@@ -18,6 +18,11 @@ use crate::retire::Shared;
 use crate::slot::Retired;
 use crate::sync::{Ordering, yield_now};
 
+/// Above this many pending values, writers help reclaim (see `run_batches`).
+const PENDING_HIGH_WATER: usize = 384;
+/// How many rounds of help a writer gives at most per batch.
+const HELP_ROUNDS: usize = 64;
+
 /// Index and version of a key.
 #[inline(always)]
 pub(crate) fn split<K: Key>(key: K) -> (u32, u32) {
@@ -244,7 +249,8 @@ impl<K: Key, V> SlotMap<K, V> {
                 return None;
             }
             // Relaxed: as above.
-            match counters.fresh.compare_exchange_weak(fresh, fresh + 1, Ordering::Relaxed, Ordering::Relaxed) {
+            match counters.fresh.compare_exchange_weak(fresh, fresh + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => break,
                 Err(actual) => fresh = actual,
             }
@@ -422,9 +428,31 @@ impl<K: Key, V> SlotMap<K, V> {
             return false;
         }
         if self.shared.retire_removed(index) {
-            self.shared.take_batch(&self.domain.pin());
+            self.run_batches();
         }
         true
+    }
+
+    /// Takes what is retired into a batch, then (unpinned) runs the batches that are ripe.
+    fn run_batches(&self) {
+        self.shared.take_batch(&self.domain.pin());
+        self.shared.run_ripe();
+        // Back-pressure: when retirements outrun reclamation (another thread was descheduled
+        // while pinned, say), help for a bounded number of rounds. Yielding lets that thread
+        // run and unpin; the bound keeps this lock-free.
+        for _ in 0..HELP_ROUNDS {
+            if self.shared.pending() <= PENDING_HIGH_WATER {
+                break;
+            }
+            yield_now();
+            self.collect();
+        }
+    }
+
+    /// Lets the epoch advance past this thread and runs what has ripened.
+    fn collect(&self) {
+        self.domain.collect();
+        self.shared.run_ripe();
     }
 
     /// The remove transition: version `v` (odd) to `v + 1`. Exactly one caller wins.
@@ -435,7 +463,11 @@ impl<K: Key, V> SlotMap<K, V> {
         if version & 1 == 0 {
             return false;
         }
-        let next = if cfg!(epoch_slotmap_mutant = "remove_keeps_version") { version } else { version.wrapping_add(1) };
+        let next = if cfg!(epoch_slotmap_mutant = "remove_keeps_version") {
+            version
+        } else {
+            version.wrapping_add(1)
+        };
         // AcqRel: Acquire pairs with insert's Release (the slot's contents are ours to hand
         // to retirement); Release orders the kill before the retirement push.
         if slot.version.compare_exchange(version, next, Ordering::AcqRel, Ordering::Relaxed).is_err() {
@@ -502,8 +534,10 @@ impl<K: Key, V> SlotMap<K, V> {
         // old value's pointer as published. While we are pinned after seeing the version
         // live, the slot cannot be recycled, so the old pointer belongs to this key.
         let old = slot.value.swap(node, Ordering::AcqRel);
-        if self.shared.retire_replaced(index, old) {
-            self.shared.take_batch(&guard);
+        let due = self.shared.retire_replaced(index, old);
+        drop(guard);
+        if due {
+            self.run_batches();
         }
         Ok(())
     }
@@ -533,8 +567,10 @@ impl<K: Key, V> SlotMap<K, V> {
             // AcqRel: as in `replace`; Acquire on failure to read the newer pointer.
             match slot.value.compare_exchange(current.cast_mut(), node, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(old) => {
-                    if self.shared.retire_replaced(index, old) {
-                        self.shared.take_batch(&guard);
+                    let due = self.shared.retire_replaced(index, old);
+                    drop(guard);
+                    if due {
+                        self.run_batches();
                     }
                     return true;
                 }
@@ -635,18 +671,18 @@ impl<K: Key, V> SlotMap<K, V> {
     /// ```
     pub fn reclaim(&self) {
         if self.domain.is_pinned_here() {
-            self.shared.take_batch(&self.domain.pin());
-            self.domain.collect();
+            self.run_batches();
+            self.collect();
             return;
         }
         let _serial = self.shared.reclaim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.shared.take_batch(&self.domain.pin());
+        self.run_batches();
         let parity = self.shared.advance_generation();
         if cfg!(epoch_slotmap_mutant = "reclaim_without_wait") {
             return;
         }
         while self.shared.in_flight(parity) != 0 {
-            self.domain.collect();
+            self.collect();
             if self.shared.in_flight(parity) == 0 {
                 break;
             }
@@ -665,9 +701,9 @@ impl<K: Key, V> SlotMap<K, V> {
     /// assert!(still_pending <= 1);
     /// ```
     pub fn try_reclaim(&self) -> usize {
-        self.shared.take_batch(&self.domain.pin());
-        self.domain.collect();
-        self.domain.collect();
+        self.run_batches();
+        self.collect();
+        self.collect();
         self.shared.pending()
     }
 
@@ -721,8 +757,11 @@ impl<K: Key, V> SlotMap<K, V> {
     /// ```
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (K, &mut V)> {
         let shared: &Shared<V> = &self.shared;
-        shared.pages.pages().flat_map(|(start, slots)| slots.iter().enumerate().map(move |(i, s)| (start + i, s))).filter_map(
-            |(index, slot)| {
+        shared
+            .pages
+            .pages()
+            .flat_map(|(start, slots)| slots.iter().enumerate().map(move |(i, s)| (start + i, s)))
+            .filter_map(|(index, slot)| {
                 // Relaxed: `&mut self` orders every earlier write.
                 let version = slot.version.load(Ordering::Relaxed);
                 if version & 1 == 0 {
@@ -732,8 +771,7 @@ impl<K: Key, V> SlotMap<K, V> {
                 // SAFETY: `&mut self` is exclusive and each slot is visited once, so the
                 // references are unique.
                 Some((key_of(index as u32, version), unsafe { &mut *ptr.cast_mut() }))
-            },
-        )
+            })
     }
 
     /// Removes every entry and yields it. Entries the iterator does not reach (it was dropped
@@ -859,8 +897,10 @@ impl<K: Key, V> Drop for SlotMap<K, V> {
     fn drop(&mut self) {
         // SAFETY: `&mut self`: no guard exists, nothing retired can be seen.
         unsafe { self.shared.run_retired_now() };
-        // Runs every batch still queued in crossbeam (domain.rs invariant).
+        // Runs every function still queued in crossbeam (domain.rs invariant), which moves
+        // every batch still waiting onto the ripe stack; then run them.
         self.domain.shut_down();
+        self.shared.run_ripe();
         let mut first_panic = None;
         let end = self.fresh_end();
         for (start, slots) in self.shared.pages.pages() {
@@ -870,10 +910,10 @@ impl<K: Key, V> Drop for SlotMap<K, V> {
                 }
                 // SAFETY: every retired value has been dropped above, so a non-null pointer
                 // is a live value, and `&mut self` excludes readers.
-                if let Some(value) = unsafe { self.shared.drop_current(index as u32) } {
-                    if let Err(panic) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
-                        first_panic.get_or_insert(panic);
-                    }
+                if let Some(value) = unsafe { self.shared.drop_current(index as u32) }
+                    && let Err(panic) = catch_unwind(AssertUnwindSafe(move || drop(value)))
+                {
+                    first_panic.get_or_insert(panic);
                 }
             }
         }

@@ -96,7 +96,12 @@ impl<V> PageTable<V> {
         let fresh = Box::into_raw(fresh).cast::<Slot<V>>();
         // Release publishes the initialised slots to the Acquire loads in `slot`/`page`;
         // Acquire on failure is not needed: the loser only frees its own allocation.
-        match self.pages[page].compare_exchange(std::ptr::null_mut(), fresh, Ordering::Release, Ordering::Relaxed) {
+        match self.pages[page].compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => page_len(page),
             Err(_) => {
                 // SAFETY: `fresh` came from `Box::into_raw` of a boxed slice of

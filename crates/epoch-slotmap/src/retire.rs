@@ -13,6 +13,10 @@
 //!   its note; the current value's, from its removal) that may run in either order. The slot
 //!   is pushed on the free list by whichever finishes second (`INLINE_PENDING` /
 //!   `RECYCLE_WAITING` in `Slot::aux`), so it is never reused while a drop for it is queued.
+//! - When a batch's grace period has passed, crossbeam runs its deferred function, which only
+//!   moves the batch onto the *ripe stack* (one CAS) so no thread stays pinned while values
+//!   are dropped: a pinned thread holds the epoch back for everyone. Writers and `reclaim` run
+//!   ripe batches right after they unpin.
 //! - Each batch is counted in `in_flight[parity of the generation it registered in]` until it
 //!   has run; `reclaim` advances the generation and waits for the old parity to drain.
 //!
@@ -53,6 +57,7 @@ pub(crate) struct Shared<V> {
     pub(crate) counters: CachePadded<Counters>,
     removed: CachePadded<AtomicU32>,
     replaced: CachePadded<AtomicPtr<Retired<V>>>,
+    ripe: CachePadded<AtomicPtr<Batch<V>>>,
     generation: AtomicUsize,
     in_flight: [AtomicUsize; 2],
     pub(crate) reclaim_lock: Mutex<()>,
@@ -67,6 +72,7 @@ impl<V> Shared<V> {
             counters: CachePadded(Counters::default()),
             removed: CachePadded(AtomicU32::new(NIL)),
             replaced: CachePadded(AtomicPtr::new(std::ptr::null_mut())),
+            ripe: CachePadded(AtomicPtr::new(std::ptr::null_mut())),
             generation: AtomicUsize::new(0),
             in_flight: [AtomicUsize::new(0), AtomicUsize::new(0)],
             reclaim_lock: Mutex::new(()),
@@ -87,9 +93,9 @@ impl<V> Shared<V> {
         loop {
             // Relaxed: published by the Release CAS below. An RMW, because a note for this
             // slot may clear INLINE_PENDING concurrently.
-            let _ = slot.aux.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |aux| {
-                Some((aux & !LINK_MASK) | head)
-            });
+            let _ = slot
+                .aux
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |aux| Some((aux & !LINK_MASK) | head));
             // Release pairs with the Acquire swap in `take_batch`.
             match self.removed.compare_exchange_weak(head, index, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => break,
@@ -155,25 +161,56 @@ impl<V> Shared<V> {
             self.in_flight[parity].fetch_sub(1, Ordering::SeqCst);
             return;
         }
-        let shared = self as *const Shared<V> as usize;
-        let run = move || {
-            // SAFETY: the map's drop shuts the domain down (running every queued function)
-            // before it frees `Shared`, which is boxed and never moves (see `domain.rs`);
-            // every unlink in the batch happened before this defer, so the grace period that
-            // precedes this call covers every reader that could see them.
-            unsafe { (*(shared as *const Shared<V>)).run_batch(slots, nodes, parity) }
-        };
+        let batch = Box::into_raw(Box::new(Batch { slots, nodes, parity, next: std::ptr::null_mut() }));
         if cfg!(epoch_slotmap_mutant = "free_at_once") {
             // Mutant for the loom suite: no grace period at all.
-            run();
+            self.push_ripe(batch);
             return;
         }
-        // SAFETY: `run` may execute on another thread: it touches `Shared` (atomics and
-        // slots, the same accesses any thread makes) and drops `V`s, which is sound because
-        // the map is `Send` only when `V: Send`; a map that is not `Send`/`Sync` is only
-        // ever pinned by one thread, which is then the only one that runs it.
-        unsafe { guard.defer_unchecked(run) };
+        let (shared, batch) = (self as *const Shared<V> as usize, batch as usize);
+        let ripen = move || {
+            // SAFETY: the map's drop shuts the domain down (running every queued function)
+            // before it frees `Shared`, which is boxed and never moves (see `domain.rs`).
+            unsafe { (*(shared as *const Shared<V>)).push_ripe(batch as *mut Batch<V>) }
+        };
+        // SAFETY: `ripen` may execute on another thread; it only CASes the ripe stack (an
+        // atomic) and hands over a batch record nobody else references. It runs after a grace
+        // period that began after every unlink in the batch (they precede this defer).
+        unsafe { guard.defer_unchecked(ripen) };
         guard.flush();
+    }
+
+    /// Moves a batch whose grace period has passed onto the ripe stack.
+    fn push_ripe(&self, batch: *mut Batch<V>) {
+        // Relaxed: re-validated by the CAS.
+        let mut head = self.ripe.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the record is ours until the CAS publishes it.
+            unsafe { (*batch).next = head };
+            // Release pairs with the Acquire swap in `run_ripe`.
+            match self.ripe.compare_exchange_weak(head, batch, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// Runs every batch whose grace period has passed. Call it unpinned if you can.
+    pub(crate) fn run_ripe(&self) {
+        // Relaxed first: the common case is an empty stack.
+        if self.ripe.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        // Acquire pairs with the Release CAS in `push_ripe`.
+        let mut batch = self.ripe.swap(std::ptr::null_mut(), Ordering::Acquire);
+        while !batch.is_null() {
+            // SAFETY: records come from `Box::into_raw` in `take_batch`, and the swap above
+            // made this chain ours alone.
+            let record = unsafe { Box::from_raw(batch) };
+            batch = record.next;
+            // SAFETY: the record is ripe: its grace period has passed; it runs once (we own it).
+            unsafe { self.run_batch(record.slots, record.nodes, record.parity) };
+        }
     }
 
     /// Drops everything in a batch and recycles its slots.
@@ -182,52 +219,67 @@ impl<V> Shared<V> {
     /// No reader may still see any value or slot of the batch (a grace period passed since
     /// the batch was taken, or the map is exclusively borrowed), and the chains come from one
     /// `take_batch` swap, run once.
-    pub(crate) unsafe fn run_batch(&self, slots: u32, mut nodes: *mut Retired<V>, parity: usize) {
+    pub(crate) unsafe fn run_batch(&self, slots: u32, nodes: *mut Retired<V>, parity: usize) {
+        // Pass 1 drops every value; the counters then say so; pass 2 recycles the slots. In
+        // this order `pending` never counts a value twice because its slot was already reused.
         let mut replaced = 0;
-        while !nodes.is_null() {
+        let mut node = nodes;
+        while !node.is_null() {
             // SAFETY: the node came off the replaced stack in one swap; this batch owns it.
-            let node = unsafe { Box::from_raw(nodes) };
-            nodes = node.next;
-            replaced += 1;
-            if node.inline_of == NIL {
-                // SAFETY: a boxed value node holds an initialised value nobody can see now.
-                let value = unsafe { node.value.assume_init_read() };
-                drop(node);
-                drop_quietly(value);
+            let retired = unsafe { &mut *node };
+            if retired.inline_of == NIL {
+                // SAFETY: a boxed value node holds an initialised value nobody can see now;
+                // pass 2 frees the node without touching the value again.
+                drop_quietly(unsafe { retired.value.assume_init_read() });
             } else {
-                let index = node.inline_of;
-                drop(node);
-                let slot = self.slot(index);
                 // SAFETY: the note stands for this slot's inline value, which was replaced
                 // before the batch was taken and is unreachable now; the slot cannot have been
-                // reused, because it is recycled only after this note clears INLINE_PENDING.
-                drop_quietly(unsafe { slot.inline_mut().read() });
-                // AcqRel: the handshake with `finish_drop`; Release publishes our drop to the
-                // one that recycles, Acquire sees theirs if we recycle.
-                let before = slot.aux.fetch_and(!INLINE_PENDING, Ordering::AcqRel);
-                if before & RECYCLE_WAITING != 0 {
-                    self.recycle(index);
-                }
+                // reused, because it is recycled only after pass 2 clears INLINE_PENDING.
+                drop_quietly(unsafe { self.slot(retired.inline_of).inline_mut().read() });
             }
+            replaced += 1;
+            node = retired.next;
         }
         let mut removed = 0;
         let mut index = slots;
         while index != NIL {
-            let slot = self.slot(index);
-            // Relaxed: the link was published to us by the Acquire swap in `take_batch`; read
-            // it before the slot can be recycled (which rewrites it).
-            let next = slot.aux.load(Ordering::Relaxed) & LINK_MASK;
+            // Relaxed: the link was published to us by the Acquire swap in `take_batch`; only
+            // pass 2 recycles (and so rewrites) it.
+            let next = self.slot(index).aux.load(Ordering::Relaxed) & LINK_MASK;
             // SAFETY: removed before this batch was taken; nobody can see its value now.
             if let Some(value) = unsafe { self.drop_current(index) } {
                 drop_quietly(value);
             }
-            self.finish_drop(index);
             removed += 1;
             index = next;
         }
         // Relaxed: statistics; `reclaim` synchronises through `in_flight` below.
         self.counters.replaces_done.fetch_add(replaced, Ordering::Relaxed);
         self.counters.removes_done.fetch_add(removed, Ordering::Relaxed);
+
+        let mut node = nodes;
+        while !node.is_null() {
+            // SAFETY: as in pass 1; the value inside was moved out there, so only the
+            // allocation is freed (`Retired` has no drop glue for `value`).
+            let retired = unsafe { Box::from_raw(node) };
+            node = retired.next;
+            if retired.inline_of != NIL {
+                let slot = self.slot(retired.inline_of);
+                // AcqRel: the handshake with `finish_drop`; Release publishes our drop to the
+                // one that recycles, Acquire sees theirs if we recycle.
+                let before = slot.aux.fetch_and(!INLINE_PENDING, Ordering::AcqRel);
+                if before & RECYCLE_WAITING != 0 {
+                    self.recycle(retired.inline_of);
+                }
+            }
+        }
+        let mut index = slots;
+        while index != NIL {
+            // Relaxed: as in pass 1.
+            let next = self.slot(index).aux.load(Ordering::Relaxed) & LINK_MASK;
+            self.finish_drop(index);
+            index = next;
+        }
         // SeqCst: `reclaim`'s SeqCst load seeing the decrement sees every drop above.
         self.in_flight[parity].fetch_sub(1, Ordering::SeqCst);
     }
@@ -311,6 +363,14 @@ impl<V> Shared<V> {
         let retired = c.removes_retired.load(Ordering::Relaxed) + c.replaces_retired.load(Ordering::Relaxed);
         retired.saturating_sub(done)
     }
+}
+
+/// A batch taken off the retire stacks, waiting for (then past) its grace period.
+struct Batch<V> {
+    slots: u32,
+    nodes: *mut Retired<V>,
+    parity: usize,
+    next: *mut Batch<V>,
 }
 
 /// Drops a value; a panic in its `Drop` is contained so the batch carries on and no slot is

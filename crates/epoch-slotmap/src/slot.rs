@@ -98,11 +98,19 @@ pub(crate) struct Retired<V> {
 impl<V> Retired<V> {
     /// A heap node holding `value`; the returned pointer is also a `*mut V` to the value.
     pub(crate) fn boxed(value: V) -> *mut Retired<V> {
-        Box::into_raw(Box::new(Retired { value: MaybeUninit::new(value), next: std::ptr::null_mut(), inline_of: NIL }))
+        Box::into_raw(Box::new(Retired {
+            value: MaybeUninit::new(value),
+            next: std::ptr::null_mut(),
+            inline_of: NIL,
+        }))
     }
 
     /// A heap node standing for slot `index`'s replaced inline value.
     pub(crate) fn inline_note(index: u32) -> *mut Retired<V> {
-        Box::into_raw(Box::new(Retired { value: MaybeUninit::uninit(), next: std::ptr::null_mut(), inline_of: index }))
+        Box::into_raw(Box::new(Retired {
+            value: MaybeUninit::uninit(),
+            next: std::ptr::null_mut(),
+            inline_of: index,
+        }))
     }
 }

@@ -22,6 +22,7 @@ pub(crate) use loom::{
     thread::yield_now,
     thread_local,
 };
+pub(crate) use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
 pub(crate) use std::{
     sync::Mutex,
@@ -29,7 +30,6 @@ pub(crate) use std::{
     thread::yield_now,
     thread_local,
 };
-pub(crate) use std::sync::atomic::Ordering;
 
 /// Interior-mutable storage whose raw accesses loom can check.
 ///
