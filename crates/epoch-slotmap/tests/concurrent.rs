@@ -96,7 +96,7 @@ fn stress_values_dropped_exactly_once_and_never_under_a_guard() {
             let (map, ledger, barrier, violations, next_id, shared_keys) =
                 (&map, &ledger, &barrier, &violations, &next_id, shared_keys.clone());
             s.spawn(move || {
-                let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ (t as u64 + 1) * 0x9E37_79B9;
+                let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ ((t as u64 + 1) * 0x9E37_79B9);
                 let mut mine: Vec<(DefaultKey, u64)> = Vec::new();
                 barrier.wait();
                 for _ in 0..ops {
@@ -108,7 +108,7 @@ fn stress_values_dropped_exactly_once_and_never_under_a_guard() {
                         0..=4 => {
                             let k = map.insert(Tracked::new(id, ledger));
                             mine.push((k, id));
-                            if mine.len() % 16 == 0 {
+                            if mine.len().is_multiple_of(16) {
                                 shared_keys.lock().unwrap().push((k, id));
                             }
                         }
