@@ -62,6 +62,9 @@ fn main() {
     rules.clear();
     rules.reclaim();
     let stats = rules.stats();
-    println!("after clear + reclaim: live {}, pending {}, capacity {}", stats.len, stats.pending, stats.capacity);
+    println!(
+        "after clear + reclaim: live {}, pending {}, capacity {}",
+        stats.len, stats.pending, stats.capacity
+    );
     assert_eq!(stats.pending, 0);
 }
