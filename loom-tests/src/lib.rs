@@ -1,1 +1,256 @@
-//! Loom model checks of epoch-slotmap (see its issue; a stub until then).
+//! Helpers for the loom model checks of `epoch-slotmap`: tracked values whose liveness lives
+//! in a side table of loom atomics, and model runners for the two reclaimers.
+//!
+//! Run the suite with `loom-tests/run.sh`; built without `--cfg loom` this crate is empty.
+#![cfg(loom)]
+
+use std::collections::BTreeSet;
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
+
+use epoch_slotmap::{DefaultKey, SlotMap};
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Liveness of every tracked value of one execution, keyed by the id the test assigned.
+pub struct Side {
+    dropped: Vec<AtomicBool>,
+    double_drops: AtomicUsize,
+}
+
+impl Side {
+    pub fn new(ids: usize) -> Arc<Self> {
+        Arc::new(Self {
+            dropped: (0..ids).map(|_| AtomicBool::new(false)).collect(),
+            double_drops: AtomicUsize::new(0),
+        })
+    }
+
+    /// Whether value `id` has been dropped. Acquire pairs with the Release in `Val::drop`.
+    pub fn is_dropped(&self, id: usize) -> bool {
+        self.dropped[id].load(Ordering::Acquire)
+    }
+
+    /// Asserts every value in `ids` was dropped exactly once and nothing twice.
+    pub fn assert_all_dropped(&self, ids: impl IntoIterator<Item = usize>) {
+        for id in ids {
+            assert!(self.is_dropped(id), "value {id} leaked");
+        }
+        assert_eq!(self.double_drops.load(Ordering::Acquire), 0, "a value was dropped twice");
+    }
+
+    pub fn assert_no_double_drop(&self) {
+        assert_eq!(self.double_drops.load(Ordering::Acquire), 0, "a value was dropped twice");
+    }
+}
+
+/// A value with an id and a payload in a loom cell: an unsynchronised publication or a read
+/// racing with the drop's write shows up as a causality violation.
+pub struct Val {
+    pub id: usize,
+    payload: UnsafeCell<usize>,
+    side: Arc<Side>,
+}
+
+impl Val {
+    pub fn new(id: usize, side: &Arc<Side>) -> Self {
+        Self { id, payload: UnsafeCell::new(id * 10), side: side.clone() }
+    }
+
+    /// Reads the payload through loom's cell (checked) and returns the id it encodes.
+    pub fn payload_id(&self) -> usize {
+        // SAFETY: the map hands out shared references only; writes happen in `drop`, which
+        // loom orders against this read (a race is reported as a causality violation).
+        self.payload.with(|p| unsafe { *p }) / 10
+    }
+}
+
+impl Val {
+    /// Writes the payload (through loom's cell): a reader that can still see the value races
+    /// with this write and loom reports it.
+    pub fn poke(&mut self) {
+        self.payload.with_mut(|p| {
+            // SAFETY: `&mut self`.
+            unsafe { *p += 0 }
+        });
+    }
+}
+
+impl Drop for Val {
+    fn drop(&mut self) {
+        // A write, so a reader racing with the drop is caught by loom.
+        self.payload.with_mut(|p| {
+            // SAFETY: `&mut self`.
+            unsafe { *p = usize::MAX }
+        });
+        // Release pairs with `Side::is_dropped`.
+        if self.side.dropped[self.id].swap(true, Ordering::AcqRel) {
+            self.side.double_drops.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Reads a value a guard returned, as value `id` (identified from the key, or from its
+/// recorded address): the side table must say `id` is alive *before* the value is
+/// dereferenced, so a bug is reported instead of reading freed memory. Returns `id`.
+pub fn read_as(side: &Side, value: *const Val, id: usize) -> usize {
+    assert!(!side.is_dropped(id), "value {id} was dropped while a guard could see it");
+    // SAFETY: the side table says value `id` is alive, and the guard the caller holds keeps
+    // it so (that is what is being checked).
+    let value = unsafe { &*value };
+    assert_eq!(value.id, id, "a key returned another key's value");
+    assert_eq!(value.payload_id(), id, "torn or unpublished value");
+    id
+}
+
+/// The two reclaimers a scenario runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reclaimer {
+    /// The minimal grace-period reclaimer, explored with no preemption bound.
+    Grace,
+    /// The real crossbeam-epoch domain, explored with preemption bound 2.
+    Epoch,
+}
+
+impl Reclaimer {
+    pub fn map<V>(self) -> SlotMap<DefaultKey, V> {
+        match self {
+            Reclaimer::Grace => SlotMap::with_grace_reclaimer(),
+            Reclaimer::Epoch => SlotMap::new(),
+        }
+    }
+
+    pub fn map_with_first_version<V>(self, first: u32) -> SlotMap<DefaultKey, V> {
+        match self {
+            Reclaimer::Grace => SlotMap::with_grace_reclaimer_and_first_version(first),
+            Reclaimer::Epoch => SlotMap::with_first_version(first),
+        }
+    }
+}
+
+/// Outcomes seen across all executions of one model.
+pub struct Outcomes(StdMutex<BTreeSet<String>>);
+
+impl Default for Outcomes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Outcomes {
+    pub const fn new() -> Self {
+        Self(StdMutex::new(BTreeSet::new()))
+    }
+    /// Forgets what earlier models recorded.
+    pub fn reset(&self) {
+        self.0.lock().unwrap().clear();
+    }
+    pub fn record(&self, outcome: impl Into<String>) {
+        self.0.lock().unwrap().insert(outcome.into());
+    }
+    /// Asserts that every outcome in `expected` was reached at least once.
+    pub fn assert_reached(&self, expected: &[&str]) {
+        let seen = self.0.lock().unwrap();
+        for e in expected {
+            assert!(seen.contains(*e), "outcome {e:?} never reached; saw {seen:?}");
+        }
+    }
+}
+
+/// Executions of the model currently running (reported when it ends, or fails).
+static EXECUTIONS: StdAtomicUsize = StdAtomicUsize::new(0);
+
+struct Report(&'static str, Reclaimer, std::time::Instant);
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        let outcome = if std::thread::panicking() { "FAILED" } else { "ok" };
+        // Parsed by mutants.sh and quoted in docs/loom.md.
+        println!(
+            "loom-report scenario={} reclaimer={:?} executions={} seconds={:.1} result={outcome}",
+            self.0,
+            self.1,
+            EXECUTIONS.load(StdOrdering::SeqCst),
+            self.2.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// How many threads a scenario spawns: two-thread scenarios are explored exhaustively on the
+/// grace-period reclaimer; three-thread ones at preemption bound 3 (unbounded, the state
+/// space is out of reach).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actors {
+    Two,
+    Three,
+}
+
+/// Runs `f` under loom: exhaustively (no preemption bound) for `Grace` with two actors, at
+/// bound 3 with three, at bound 2 for `Epoch` (crossbeam's internals explode beyond).
+/// `LOOM_MAX_PREEMPTIONS` overrides all of them.
+pub fn model(
+    name: &'static str,
+    reclaimer: Reclaimer,
+    actors: Actors,
+    f: impl Fn(Reclaimer) + Sync + Send + 'static,
+) {
+    EXECUTIONS.store(0, StdOrdering::SeqCst);
+    let _report = Report(name, reclaimer, std::time::Instant::now());
+    let mut builder = loom::model::Builder::new();
+    // crossbeam-epoch's collection loops take many branches with three threads.
+    builder.max_branches = 20_000;
+    if std::env::var("LOOM_MAX_PREEMPTIONS").is_err() {
+        builder.preemption_bound = match (reclaimer, actors) {
+            (Reclaimer::Grace, Actors::Two) => None,
+            (Reclaimer::Grace, Actors::Three) => Some(3),
+            (Reclaimer::Epoch, _) => Some(2),
+        };
+    }
+    builder.check(move || {
+        EXECUTIONS.fetch_add(1, StdOrdering::SeqCst);
+        f(reclaimer)
+    });
+}
+
+/// Declares one scenario twice: `<name>::grace` and `<name>::epoch` (see [`model`] for the
+/// bounds). With `OUTCOMES => [..]`, each run also asserts that every listed outcome was
+/// reached; `three_actors` marks a scenario with three threads.
+#[macro_export]
+macro_rules! scenario {
+    ($name:ident, $body:expr) => {
+        $crate::scenario!(@emit $name, Two, (), $body);
+    };
+    ($name:ident, $outcomes:ident => [$($expected:expr),* $(,)?], $body:expr) => {
+        $crate::scenario!(@emit $name, Two, ($outcomes, [$($expected),*]), $body);
+    };
+    ($name:ident, three_actors, $outcomes:ident => [$($expected:expr),* $(,)?], $body:expr) => {
+        $crate::scenario!(@emit $name, Three, ($outcomes, [$($expected),*]), $body);
+    };
+    (@emit $name:ident, $actors:ident, $check:tt, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn grace() {
+                $crate::scenario!(@run $name, Grace, $actors, $check, $body);
+            }
+            #[test]
+            fn epoch() {
+                $crate::scenario!(@run $name, Epoch, $actors, $check, $body);
+            }
+        }
+    };
+    (@run $name:ident, $reclaimer:ident, $actors:ident, (), $body:expr) => {
+        $crate::model(
+            concat!(stringify!($name), "::", stringify!($reclaimer)),
+            $crate::Reclaimer::$reclaimer,
+            $crate::Actors::$actors,
+            $body,
+        );
+    };
+    (@run $name:ident, $reclaimer:ident, $actors:ident, ($outcomes:ident, [$($expected:expr),*]), $body:expr) => {
+        $outcomes.reset();
+        $crate::scenario!(@run $name, $reclaimer, $actors, (), $body);
+        $outcomes.assert_reached(&[$($expected),*]);
+    };
+}

@@ -8,9 +8,9 @@
 
 use std::fmt;
 
-use crossbeam_epoch::Guard as EpochGuard;
 use slotmap::Key;
 
+use crate::domain::DomainGuard;
 use crate::map::{SlotMap, key_of, split};
 use crate::page::PAGES;
 use crate::slot::Slot;
@@ -62,7 +62,7 @@ use crate::sync::Ordering;
 #[must_use = "a guard does nothing unless you read through it"]
 pub struct Guard<'m, K: Key, V> {
     pub(crate) map: &'m SlotMap<K, V>,
-    pub(crate) _epoch: EpochGuard,
+    pub(crate) _pin: DomainGuard,
 }
 
 impl<'m, K: Key, V> Guard<'m, K, V> {

@@ -229,6 +229,26 @@ impl<K: Key, V> SlotMap<K, V> {
         Self::build(0, max, 0)
     }
 
+    /// Loom support: a map on the minimal grace-period reclaimer instead of crossbeam-epoch,
+    /// so a model can explore the slot protocol without crossbeam's state space. Not part of
+    /// the stable API.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn with_grace_reclaimer() -> Self {
+        let mut map = Self::build(0, MAX_SLOTS, 0);
+        map.domain = Domain::new_grace();
+        map
+    }
+
+    /// Loom support: `with_grace_reclaimer` with fresh slots starting at version `first`.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn with_grace_reclaimer_and_first_version(first: u32) -> Self {
+        let mut map = Self::build(0, MAX_SLOTS, first);
+        map.domain = Domain::new_grace();
+        map
+    }
+
     /// Test support: a map whose fresh slots start at version `first` (rounded down to
     /// even), to reach the version limit quickly. Not part of the stable API.
     #[doc(hidden)]
@@ -379,7 +399,7 @@ impl<K: Key, V> SlotMap<K, V> {
     /// ```
     #[inline]
     pub fn pin(&self) -> Guard<'_, K, V> {
-        Guard { map: self, _epoch: self.domain.pin() }
+        Guard { map: self, _pin: self.domain.pin() }
     }
 
     /// Whether `key` is live. Lock-free, no pin needed.
@@ -435,7 +455,8 @@ impl<K: Key, V> SlotMap<K, V> {
 
     /// Takes what is retired into a batch, then (unpinned) runs the batches that are ripe.
     fn run_batches(&self) {
-        self.shared.take_batch(&self.domain.pin());
+        self.shared.take_batch(&self.domain, &self.domain.pin());
+        self.domain.settle();
         self.shared.run_ripe();
         // Back-pressure: when retirements outrun reclamation (another thread was descheduled
         // while pinned, say), help for a bounded number of rounds. Yielding lets that thread

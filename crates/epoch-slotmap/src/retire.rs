@@ -25,8 +25,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crossbeam_epoch::Guard as EpochGuard;
-
+use crate::domain::{Domain, DomainGuard};
 use crate::free_list::FreeList;
 use crate::page::PageTable;
 use crate::slot::{INLINE_PENDING, LINK_MASK, NIL, RECYCLE_WAITING, Retired, Slot};
@@ -137,28 +136,33 @@ impl<V> Shared<V> {
     /// Counts a new batch in the current generation's parity and returns that parity.
     fn register_batch(&self) -> usize {
         loop {
-            // SeqCst (all four): a Dekker pair with `reclaim`'s generation bump and its
-            // in-flight load: either this re-check sees the new generation (and retries), or
-            // `reclaim` sees this batch counted.
-            let generation = self.generation.load(Ordering::SeqCst);
-            self.in_flight[generation & 1].fetch_add(1, Ordering::SeqCst);
-            if self.generation.load(Ordering::SeqCst) == generation {
+            // A Dekker pair with `reclaim` (`advance_generation`, then `in_flight`), made of
+            // read-modify-writes so it holds with AcqRel alone: of the two RMWs on
+            // `generation` (our re-read, reclaim's bump) the later reads from the earlier.
+            // Either our re-read sees the new generation (and we retry in it), or the bump
+            // synchronises with our re-read, so reclaim's RMW read of `in_flight` comes after
+            // our increment. (Loom treats SeqCst accesses as AcqRel, so this matters there.)
+            // Relaxed: only a guess, validated by the re-read.
+            let generation = self.generation.load(Ordering::Relaxed);
+            self.in_flight[generation & 1].fetch_add(1, Ordering::AcqRel);
+            if self.generation.fetch_add(0, Ordering::AcqRel) == generation {
                 return generation & 1;
             }
-            self.in_flight[generation & 1].fetch_sub(1, Ordering::SeqCst);
+            // AcqRel: as above.
+            self.in_flight[generation & 1].fetch_sub(1, Ordering::AcqRel);
         }
     }
 
     /// Takes everything retired so far into one batch, defers it and flushes it to the global
     /// queue.
-    pub(crate) fn take_batch(&self, guard: &EpochGuard) {
+    pub(crate) fn take_batch(&self, domain: &Domain, guard: &DomainGuard) {
         let parity = self.register_batch();
         // Acquire pairs with the Release CASes of the pushes: links and nodes are visible.
         let slots = self.removed.swap(NIL, Ordering::Acquire);
         let nodes = self.replaced.swap(std::ptr::null_mut(), Ordering::Acquire);
         if slots == NIL && nodes.is_null() {
-            // SeqCst: see `register_batch`.
-            self.in_flight[parity].fetch_sub(1, Ordering::SeqCst);
+            // AcqRel: see `register_batch`.
+            self.in_flight[parity].fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let batch = Box::into_raw(Box::new(Batch { slots, nodes, parity, next: std::ptr::null_mut() }));
@@ -176,8 +180,7 @@ impl<V> Shared<V> {
         // SAFETY: `ripen` may execute on another thread; it only CASes the ripe stack (an
         // atomic) and hands over a batch record nobody else references. It runs after a grace
         // period that began after every unlink in the batch (they precede this defer).
-        unsafe { guard.defer_unchecked(ripen) };
-        guard.flush();
+        unsafe { domain.defer(guard, ripen) };
     }
 
     /// Moves a batch whose grace period has passed onto the ripe stack.
@@ -280,8 +283,9 @@ impl<V> Shared<V> {
             self.finish_drop(index);
             index = next;
         }
-        // SeqCst: `reclaim`'s SeqCst load seeing the decrement sees every drop above.
-        self.in_flight[parity].fetch_sub(1, Ordering::SeqCst);
+        // AcqRel: Release makes every drop above visible to `reclaim`, whose RMW read of
+        // `in_flight` reads from this decrement (or a later one).
+        self.in_flight[parity].fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Moves the current value of a dead slot out and clears its value pointer.
@@ -344,14 +348,14 @@ impl<V> Shared<V> {
 
     /// Advances the generation and returns the parity `reclaim` must wait to drain.
     pub(crate) fn advance_generation(&self) -> usize {
-        // SeqCst: see `register_batch`.
-        self.generation.fetch_add(1, Ordering::SeqCst) & 1
+        // AcqRel: see `register_batch`.
+        self.generation.fetch_add(1, Ordering::AcqRel) & 1
     }
 
     /// Batches of that parity not yet run.
     pub(crate) fn in_flight(&self, parity: usize) -> usize {
-        // SeqCst: see `register_batch` and the end of `run_batch`.
-        self.in_flight[parity].load(Ordering::SeqCst)
+        // An RMW read with AcqRel: see `register_batch` and the end of `run_batch`.
+        self.in_flight[parity].fetch_add(0, Ordering::AcqRel)
     }
 
     /// Values removed or replaced whose drop has not run yet.
