@@ -246,9 +246,9 @@ scenario!(iter_vs_remove, ITER_VS_REMOVE => ["saw 1", "saw 3"], |r: Reclaimer| {
     let remover = {
         let (map, keys) = (map.clone(), keys.clone());
         thread::spawn(move || {
+            // Two removes fill a batch (2 under loom): recycling runs concurrently.
             assert!(map.remove(keys[1]));
             assert!(map.remove(keys[2]));
-            map.try_reclaim();
         })
     };
     let iterator = {
@@ -273,7 +273,7 @@ scenario!(iter_vs_remove, ITER_VS_REMOVE => ["saw 1", "saw 3"], |r: Reclaimer| {
 });
 
 static NEW_PAGE: Outcomes = Outcomes::new();
-scenario!(inserts_race_to_allocate_a_page, NEW_PAGE => ["thread with value 2 got index 2", "thread with value 2 got index 3"], |r: Reclaimer| {
+scenario!(inserts_race_to_allocate_a_page, NEW_PAGE => ["thread with value 2 got index 2", "thread with value 2 got index 3", "one page", "two pages"], |r: Reclaimer| {
     let side = Side::new(4);
     let map: Arc<Map> = Arc::new(r.map());
     // Under loom the first page holds 2 slots: fill it.
@@ -293,14 +293,21 @@ scenario!(inserts_race_to_allocate_a_page, NEW_PAGE => ["thread with value 2 got
         read_as(&side, guard.get(*k).unwrap(), *id);
     }
     drop(guard);
-    assert_eq!(map.capacity(), 2 + 4, "exactly one page was installed");
+    // The loser of the race to install page 1 may find the free list still empty (the winner
+    // has not pushed the page's slots yet) and install page 2: never more, and never a slot
+    // handed out twice.
+    match map.capacity() {
+        6 => NEW_PAGE.record("one page"),
+        14 => NEW_PAGE.record("two pages"),
+        c => panic!("capacity {c}"),
+    }
     NEW_PAGE.record(format!("thread with value 2 got index {}", index(keys[0].1)));
     drop(map);
     side.assert_all_dropped(0..4);
 });
 
 static ABA: Outcomes = Outcomes::new();
-scenario!(free_list_aba_three_actors, three_actors, ABA => ["reused", "grew"], |r: Reclaimer| {
+scenario!(free_list_aba_three_actors, three_actors, ABA => ["reused"], |r: Reclaimer| {
     let map: Arc<SlotMap<DefaultKey, usize>> = Arc::new(r.map());
     // Three vacant slots on the free list.
     let setup: Vec<_> = (0..3).map(|i| map.insert(i)).collect();

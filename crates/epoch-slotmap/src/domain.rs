@@ -13,9 +13,12 @@
 //!   drop drops all of them and then the collector, so crossbeam's global state dies inside
 //!   that drop and runs every deferred function still queued. Deferred functions may therefore
 //!   point into the map's shared state: it outlives them.
-//! - A participant is used by at most one thread at a time: a thread claims it (`in_use`
-//!   false -> true, Acquire) and gives it back when the thread exits (Release), so every use by
-//!   the previous owner happens-before the next owner's.
+//! - A participant is used by at most one thread at a time: a thread claims it (`state`
+//!   FREE -> CLAIMED, Acquire) and gives it back when the thread exits (first flushing its
+//!   deferred functions to the global queue, then Release), so every use by the previous
+//!   owner happens-before the next owner's, and an idle participant holds no garbage.
+//!   `shut_down` closes every participant (waiting out a release in progress) before it
+//!   drops the handles.
 //! - A thread finds its participant through a thread-local cache keyed by the map's unique id,
 //!   so `pin` neither allocates nor registers once the thread has pinned this map before.
 
@@ -28,16 +31,17 @@ use std::sync::Arc;
 
 use crossbeam_epoch::{Collector, Guard as EpochGuard, LocalHandle};
 
-use crate::sync::{AtomicBool, AtomicPtr, Cell, Ordering, thread_local, yield_now};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, Cell, Ordering, thread_local, yield_now};
 
 /// Source of map ids; ids are never reused, so a stale cache entry never matches a live map.
 /// (A plain std atomic: it orders nothing, so loom need not see it.)
 static NEXT_DOMAIN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 struct Participant {
-    /// `Some` until the map is dropped. Used only by the thread that holds `in_use`.
+    /// `Some` until the map is dropped. Used only by the thread that claimed it (`state`).
     handle: Cell<Option<LocalHandle>>,
-    in_use: AtomicBool,
+    /// `FREE`, `CLAIMED`, `RELEASING` (its last claimant is flushing it) or `CLOSED`.
+    state: AtomicU8,
     /// Next participant of the registry (immutable once published).
     next: *mut Participant,
 }
@@ -51,7 +55,7 @@ struct Registry {
 }
 
 // SAFETY: `Participant::handle` (a `LocalHandle`, which is !Send/!Sync) is only touched by the
-// thread that claimed the participant through `in_use` (module invariant), or by the map's
+// thread that claimed the participant through `state` (module invariant), or by the map's
 // drop when no thread can be using it (no guard borrows the map any more, and pin needs the
 // map). Everything else is atomics or immutable after publication.
 unsafe impl Send for Registry {}
@@ -77,14 +81,44 @@ struct CacheEntry {
     _registry: Arc<Registry>,
 }
 
+const FREE: u8 = 0;
+const CLAIMED: u8 = 1;
+const RELEASING: u8 = 2;
+const CLOSED: u8 = 3;
+
 impl Drop for CacheEntry {
     fn drop(&mut self) {
         // SAFETY: `_registry` keeps the participant's memory alive (nodes are freed only in
         // `Registry::drop`).
         let participant = unsafe { &*self.participant };
+        // Acquire pairs with the Release store in `claim`'s registration / the last release;
+        // failure means `shut_down` closed the participant (the map is gone): nothing to do.
+        if participant
+            .state
+            .compare_exchange(CLAIMED, RELEASING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        // SAFETY: RELEASING excludes `shut_down` (it waits) and other claimants, and we are
+        // the thread that claimed it.
+        let handle = unsafe { &*participant.handle.ptr() }.as_ref();
+        if handle.is_some_and(LocalHandle::is_pinned) {
+            // A guard outlives this entry (a thread-local destroyed after the cache, or a
+            // forgotten guard) and still uses the handle: handing it to another thread would
+            // race on its pin count. Keep it claimed for good.
+            // Release: pairs with `shut_down`'s Acquire CAS.
+            participant.state.store(CLAIMED, Ordering::Release);
+            return;
+        }
+        // Hand this thread's deferred functions (crossbeam defers the queue nodes it frees
+        // into the local bag) to the global queue, so an idle participant holds no garbage.
+        if let Some(handle) = handle {
+            handle.pin().flush();
+        }
         // Release pairs with the Acquire CAS in `claim`: this thread's uses of the handle
-        // happen-before the next claimant's.
-        participant.in_use.store(false, Ordering::Release);
+        // happen-before the next claimant's (and `shut_down`'s).
+        participant.state.store(FREE, Ordering::Release);
     }
 }
 
@@ -132,7 +166,7 @@ impl EpochDomain {
             }
             let participant = cache[0].participant;
             drop(cache);
-            // SAFETY: the entry's registry keeps the node alive; this thread holds `in_use`,
+            // SAFETY: the entry's registry keeps the node alive; this thread holds the claim,
             // so it is the only one touching `handle` (module invariant); the handle is
             // `Some` while the map lives, and `&self` proves the map lives.
             let handle = unsafe { (*(*participant).handle.ptr()).as_ref() };
@@ -148,7 +182,7 @@ impl EpochDomain {
             // SAFETY: published nodes live until the registry is dropped; we hold an Arc.
             let participant = unsafe { &*node };
             // Acquire pairs with the Release store in `CacheEntry::drop` of the last owner.
-            if participant.in_use.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            if participant.state.compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed).is_ok()
             {
                 return CacheEntry { domain: self.id, participant: node, _registry: self.registry.clone() };
             }
@@ -157,7 +191,7 @@ impl EpochDomain {
         let collector = self.collector.as_ref().expect("the collector lives as long as the map");
         let fresh = Box::into_raw(Box::new(Participant {
             handle: Cell::new(Some(collector.register())),
-            in_use: AtomicBool::new(true),
+            state: AtomicU8::new(CLAIMED),
             next: std::ptr::null_mut(),
         }));
         // Relaxed: re-validated by the CAS.
@@ -201,7 +235,25 @@ impl EpochDomain {
             // SAFETY: live node (we hold the registry); no thread uses the handle now: every
             // guard borrowed the map, and pin needs the map (module invariant).
             let participant = unsafe { &*node };
-            // SAFETY: as above, exclusive access to the handle cell.
+            // A thread whose cache entry is being dropped may be flushing this handle; wait
+            // for it (a flush is short), then close the participant for good.
+            loop {
+                // Acquire pairs with the Release stores in `CacheEntry::drop`.
+                let state = participant.state.load(Ordering::Acquire);
+                if state == RELEASING {
+                    yield_now();
+                    continue;
+                }
+                // Acquire: as above.
+                if participant
+                    .state
+                    .compare_exchange(state, CLOSED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            // SAFETY: CLOSED: no cache entry touches the handle again, and no guard exists.
             drop(unsafe { (*participant.handle.ptr_mut()).take() });
             node = participant.next;
         }
@@ -296,6 +348,22 @@ impl Domain {
             (Kind::Grace(d), DomainGuard::Grace(_)) => d.defer(Box::new(f)),
             #[cfg(loom)]
             _ => unreachable!("a guard of another domain kind"),
+        }
+    }
+
+    /// Pushes crossbeam's own leftovers through: popping a bag from the global queue defers
+    /// the free of its queue node into the popper's local bag, so after `reclaim` a few
+    /// kilobytes of nodes would sit there until the bag next fills. A few flush rounds free
+    /// all but the last round's node.
+    pub(crate) fn drain(&self) {
+        match &self.kind {
+            Kind::Epoch(d) => {
+                for _ in 0..16 {
+                    d.collect();
+                }
+            }
+            #[cfg(loom)]
+            Kind::Grace(_) => {}
         }
     }
 
@@ -464,9 +532,13 @@ mod grace {
                 unsafe { run_chain(taken) };
             } else {
                 let mut last = taken;
-                // SAFETY: the chain is ours (from the swap).
-                while !unsafe { (*last).next }.is_null() {
-                    last = unsafe { (*last).next };
+                loop {
+                    // SAFETY: the chain is ours (from the swap); its nodes are live.
+                    let next = unsafe { (*last).next };
+                    if next.is_null() {
+                        break;
+                    }
+                    last = next;
                 }
                 self.push_chain(taken, last);
             }

@@ -9,8 +9,12 @@
 //! bumps the tag. A pop that read `head = (t, a)` and `a.next = b` can only install `b` if the
 //! head is still `(t, a)`; any pop or push in between changed `t`, so a stale `b` (because `a`
 //! was popped, reused and pushed back with another successor) is never installed. Reading
-//! `a.next` after `a` was popped by someone else is harmless: the link is an atomic and pages
-//! never move or go away while the map lives.
+//! `a.next` after `a` was popped by someone else is harmless: the link is an atomic, and pops
+//! run pinned, so even if `shrink_to_fit` took the whole list meanwhile and released `a`'s
+//! page, the page's memory outlives the pop (its free is deferred through the domain).
+//!
+//! `take_all` (used by `shrink_to_fit`) empties the list in one tagged swap: every pop that
+//! read the old head then fails its CAS, so the taker owns the whole chain.
 
 use crate::page::PageTable;
 use crate::slot::{LINK_MASK, NIL};
@@ -61,7 +65,49 @@ impl FreeList {
         }
     }
 
-    /// Pops a vacant slot, or `None` if the list is empty.
+    /// Pushes the chain `first ..= last`, already linked through `aux` from `first` to
+    /// `last`, all of whose slots the caller owns.
+    pub(crate) fn push_chain<V>(&self, pages: &PageTable<V>, first: u32, last: u32) {
+        let last_slot = pages.slot(last).expect("free-list push of a slot outside every page");
+        // Relaxed: the CAS below re-validates the value.
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            // Relaxed: published by the Release CAS below, as in `push`.
+            last_slot.aux.store(head as u32 & LINK_MASK, Ordering::Relaxed);
+            // Release pairs with the Acquire load/CAS in `pop`, as in `push`.
+            match self.head.compare_exchange_weak(
+                head,
+                pack(bump(head), first),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// Empties the list and returns the index of its first slot (`NIL` if it was empty); the
+    /// caller owns the whole chain.
+    pub(crate) fn take_all(&self) -> u32 {
+        // Acquire pairs with the Release CAS of every push (their links and slot contents);
+        // Release is not needed: nothing is published.
+        let mut head = self.head.load(Ordering::Acquire);
+        loop {
+            // Acquire: as above.
+            match self.head.compare_exchange_weak(
+                head,
+                pack(bump(head), NIL),
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return head as u32,
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// Pops a vacant slot, or `None` if the list is empty. Call it pinned (see the header).
     pub(crate) fn pop<V>(&self, pages: &PageTable<V>) -> Option<u32> {
         // Acquire pairs with the Release CAS in `push`.
         let mut head = self.head.load(Ordering::Acquire);
@@ -70,7 +116,12 @@ impl FreeList {
             if index == NIL {
                 return None;
             }
-            let slot = pages.slot(index)?;
+            let Some(slot) = pages.slot(index) else {
+                // `take_all` took the list and the page went: the head has changed.
+                // Acquire: as above.
+                head = self.head.load(Ordering::Acquire);
+                continue;
+            };
             // Relaxed: this thread synchronised with the push of `index` through the
             // Acquire above; if `index` was popped and pushed again since, the tag makes the
             // CAS fail and the link is re-read.

@@ -65,6 +65,7 @@
 
 mod domain;
 mod free_list;
+mod growth;
 mod guard;
 mod map;
 mod page;

@@ -12,9 +12,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use slotmap::{DefaultKey, Key, KeyData};
 
 use crate::domain::Domain;
+use crate::growth::Grow;
 use crate::guard::Guard;
 use crate::page::{MAX_SLOTS, locate};
-use crate::retire::Shared;
+use crate::retire::{Shared, SharedBox};
 use crate::slot::Retired;
 use crate::sync::{Ordering, yield_now};
 
@@ -129,7 +130,7 @@ impl<V> std::error::Error for InsertError<V> {}
 /// assert_eq!(rules.stats().pending, 0);
 /// ```
 pub struct SlotMap<K: Key, V> {
-    pub(crate) shared: Box<Shared<V>>,
+    pub(crate) shared: SharedBox<V>,
     domain: Domain,
     _key: PhantomData<fn(K) -> K>,
 }
@@ -174,17 +175,16 @@ impl<K: Key, V> Default for SlotMap<K, V> {
 impl<K: Key, V> SlotMap<K, V> {
     fn build(capacity: usize, max_slots: usize, first_version: u32) -> Self {
         let map = Self {
-            shared: Box::new(Shared::new(max_slots.min(MAX_SLOTS), first_version & !1)),
+            shared: SharedBox::new(Shared::new(max_slots.min(MAX_SLOTS), first_version & !1)),
             domain: Domain::new(),
             _key: PhantomData,
         };
         let capacity = capacity.min(map.shared.max_slots);
         if capacity > 0 {
             let (last_page, _) = locate(capacity - 1);
-            for page in 0..=last_page {
-                let added = map.shared.pages.ensure_page(page);
-                // Relaxed: a statistic.
-                map.shared.counters.capacity.fetch_add(added, Ordering::Relaxed);
+            // Highest page first, so the lowest slots end up on top of the free list.
+            for page in (0..=last_page).rev() {
+                map.shared.install_page(page, false);
             }
         }
         map
@@ -258,29 +258,22 @@ impl<K: Key, V> SlotMap<K, V> {
 
     /// A vacant slot this caller now owns exclusively.
     fn alloc_slot(&self) -> Option<u32> {
-        if let Some(index) = self.shared.free.pop(&self.shared.pages) {
-            return Some(index);
-        }
-        let counters = &self.shared.counters;
-        // Relaxed: the index counter orders nothing; the page is published by its own CAS.
-        let mut fresh = counters.fresh.load(Ordering::Relaxed);
         loop {
-            if fresh >= self.shared.max_slots {
-                return None;
-            }
-            // Relaxed: as above.
-            match counters.fresh.compare_exchange_weak(fresh, fresh + 1, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => break,
-                Err(actual) => fresh = actual,
+                // Pinned: the pop reads a slot whose page `shrink_to_fit` may release.
+                let _pin = self.domain.pin();
+                if let Some(index) = self.shared.free.pop(&self.shared.pages) {
+                    return Some(index);
+                }
+            }
+            match self.shared.grow() {
+                Grow::Installed(index) => return Some(index),
+                // Another thread installed that page: its slots are on the free list (or
+                // about to be, or already taken); pop again.
+                Grow::Lost => continue,
+                Grow::Full => return None,
             }
         }
-        let added = self.shared.pages.ensure_page(locate(fresh).0);
-        if added > 0 {
-            // Relaxed: a statistic.
-            counters.capacity.fetch_add(added, Ordering::Relaxed);
-        }
-        Some(fresh as u32)
     }
 
     /// `alloc_slot`, and when the map is at its limit, one non-blocking attempt to recycle
@@ -366,8 +359,13 @@ impl<K: Key, V> SlotMap<K, V> {
         }
         impl<V> Drop for GiveBack<'_, V> {
             fn drop(&mut self) {
-                // The slot was never published: no reader can have seen it.
-                self.shared.free.push(&self.shared.pages, self.index);
+                // The slot was never published, so no reader saw it; but `f` saw its key and
+                // may have kept it. Skip that version so the key never comes alive.
+                let slot = self.shared.slot(self.index);
+                // Relaxed: the slot is still ours; the push below publishes the store.
+                let skipped = slot.version.load(Ordering::Relaxed).wrapping_add(2);
+                slot.version.store(skipped, Ordering::Relaxed);
+                self.shared.recycle(self.index);
             }
         }
         let give_back = GiveBack { shared: &self.shared, index };
@@ -402,7 +400,7 @@ impl<K: Key, V> SlotMap<K, V> {
         Guard { map: self, _pin: self.domain.pin() }
     }
 
-    /// Whether `key` is live. Lock-free, no pin needed.
+    /// Whether `key` is live. Lock-free (it pins internally).
     ///
     /// ```
     /// let map = epoch_slotmap::SlotMap::new();
@@ -412,6 +410,8 @@ impl<K: Key, V> SlotMap<K, V> {
     #[inline]
     pub fn contains_key(&self, key: K) -> bool {
         let (index, version) = split(key);
+        // Pinned: the slot's page may be released by `shrink_to_fit` if the key is stale.
+        let _pin = self.domain.pin();
         match self.shared.pages.slot(index) {
             // Acquire pairs with insert's Release version store.
             Some(slot) => slot.version.load(Ordering::Acquire) == version,
@@ -478,6 +478,9 @@ impl<K: Key, V> SlotMap<K, V> {
 
     /// The remove transition: version `v` (odd) to `v + 1`. Exactly one caller wins.
     fn unlink(&self, index: u32, version: u32) -> bool {
+        // Pinned: a stale key's page may be released by `shrink_to_fit`. Once the CAS below
+        // succeeds the slot is ours (not vacant), so its page stays.
+        let _pin = self.domain.pin();
         let Some(slot) = self.shared.pages.slot(index) else {
             return false;
         };
@@ -709,6 +712,7 @@ impl<K: Key, V> SlotMap<K, V> {
             }
             yield_now();
         }
+        self.domain.drain();
     }
 
     /// Starts reclaiming everything retired so far and runs what no guard can see any more,
@@ -726,6 +730,64 @@ impl<K: Key, V> SlotMap<K, V> {
         self.collect();
         self.collect();
         self.shared.pending()
+    }
+
+    /// Gives back the memory of every page whose slots are all vacant (the first page
+    /// stays); `stats().capacity` drops by the slots released. Runs concurrently with readers and writers; readers stay lock-free.
+    ///
+    /// Only vacant slots count: call [`reclaim`](Self::reclaim) first so that removed
+    /// values waiting for their grace period are recycled. A released page's memory is freed
+    /// through the map's reclamation domain; like `reclaim`, this waits until that has
+    /// happened, unless the calling thread holds a guard of this map (then the memory goes
+    /// once that guard and every other older one is gone). Keys into a released page stay
+    /// dead: when the page is allocated again, its versions start above every version it
+    /// handed out before.
+    ///
+    /// Inserts racing with `shrink_to_fit` find the free list empty for a moment and may
+    /// allocate a page.
+    ///
+    /// ```
+    /// let map = epoch_slotmap::SlotMap::new();
+    /// let keys: Vec<_> = (0..100_000).map(|i| map.insert(i)).collect();
+    /// for &k in &keys {
+    ///     map.remove(k);
+    /// }
+    /// map.reclaim();
+    /// let before = map.allocated_bytes();
+    /// map.shrink_to_fit();
+    /// assert!(map.allocated_bytes() < before / 1000);
+    /// assert!(keys.iter().all(|&k| !map.contains_key(k)));
+    /// let k = map.insert(7); // the map grows again as needed
+    /// assert_eq!(map.get_cloned(k), Some(7));
+    /// ```
+    pub fn shrink_to_fit(&self) {
+        {
+            let _serial = self.shared.reclaim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.shared.release_vacant_pages(&self.domain);
+        }
+        if self.domain.is_pinned_here() {
+            return;
+        }
+        while self.shared.pages_releasing() != 0 {
+            self.collect();
+            if self.shared.pages_releasing() == 0 {
+                break;
+            }
+            yield_now();
+        }
+    }
+
+    /// Bytes of slot pages the map holds now (values inline in them included; memory values
+    /// own behind pointers, and boxed replacements, not).
+    ///
+    /// ```
+    /// let map = epoch_slotmap::SlotMap::<_, u64>::with_capacity(1000);
+    /// assert!(map.allocated_bytes() >= 1000 * 24);
+    /// ```
+    pub fn allocated_bytes(&self) -> usize {
+        // Pinned: a page may be released meanwhile.
+        let _pin = self.domain.pin();
+        self.shared.pages.allocated_bytes()
     }
 
     /// A snapshot of the map's counters.
@@ -809,10 +871,9 @@ impl<K: Key, V> SlotMap<K, V> {
         Drain { map: self, next: 0, end }
     }
 
-    /// One past the highest slot index ever handed out.
+    /// One past the highest slot index of an existing page (`&mut self`: no page can go).
     fn fresh_end(&self) -> usize {
-        // Relaxed: `&mut self` or a statistic.
-        self.shared.counters.fresh.load(Ordering::Relaxed)
+        self.shared.pages.end()
     }
 
     /// Takes the value out of slot `index` if it is live (exclusive access).
@@ -934,7 +995,11 @@ impl<K: Key, V> Drop for SlotMap<K, V> {
                 if let Some(value) = unsafe { self.shared.drop_current(index as u32) }
                     && let Err(panic) = catch_unwind(AssertUnwindSafe(move || drop(value)))
                 {
-                    first_panic.get_or_insert(panic);
+                    match first_panic {
+                        None => first_panic = Some(panic),
+                        // Not dropped: a payload whose own `Drop` panics would unwind here.
+                        Some(_) => std::mem::forget(panic),
+                    }
                 }
             }
         }

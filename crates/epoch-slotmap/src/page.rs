@@ -1,12 +1,21 @@
 //! The page table: slots live in pages that double in size and never move.
 //!
 //! Invariant: page `p` holds `FIRST_PAGE << p` slots; once its pointer is published in the
-//! table (a Release CAS from null) it stays valid and at the same address until the map is
-//! dropped, so a `&Slot` obtained from it, and a reference to a value inside, stay valid while
-//! other threads insert and grow. Index `i` lives in page `floor(log2(i / FIRST_PAGE + 1))`.
+//! table (a Release CAS from null) it stays at the same address until it is released, so a
+//! reference to a value inside stays valid while other threads insert and grow. A page is
+//! released only by `shrink_to_fit` when every slot of it is vacant and off the free list;
+//! its memory is freed through the reclamation domain, so whoever loaded the page pointer
+//! while pinned may keep using it until it unpins. Therefore every access through `slot` or
+//! `page` happens either under a pin of the map's domain, or on a slot the caller owns (a
+//! slot that is live, retired or popped from the free list keeps its page alive).
+//!
+//! Watermark: when page `p` goes, `watermark[p]` keeps the highest version any of its slots
+//! reached (even: vacant); when it is allocated again its slots start there, so no key
+//! handed out before the release can match a slot of the new page. Index `i` lives in page
+//! `floor(log2(i / FIRST_PAGE + 1))`.
 
 use crate::slot::{NIL, Slot};
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{AtomicPtr, AtomicU32, Ordering};
 
 /// Slots in the first page: tiny under loom, so a model crosses a page boundary in a few
 /// inserts.
@@ -44,13 +53,19 @@ pub(crate) const fn page_start(page: usize) -> usize {
 
 pub(crate) struct PageTable<V> {
     pages: [AtomicPtr<Slot<V>>; PAGES],
+    /// Per page, the highest version it ever handed out, rounded up to even (see the header).
+    watermark: [AtomicU32; PAGES],
     /// Version every fresh slot starts with (even; 0 except in tests near the version limit).
     first_version: u32,
 }
 
 impl<V> PageTable<V> {
     pub(crate) fn new(first_version: u32) -> Self {
-        Self { pages: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())), first_version }
+        Self {
+            pages: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            watermark: std::array::from_fn(|_| AtomicU32::new(0)),
+            first_version,
+        }
     }
 
     /// The slot at `index`, if its page exists. Any `u32` is accepted.
@@ -73,6 +88,12 @@ impl<V> PageTable<V> {
         Some(unsafe { &*base.add(offset) })
     }
 
+    /// Whether page `page` exists (no dereference).
+    pub(crate) fn exists(&self, page: usize) -> bool {
+        // Relaxed: only a hint for growth; `install` re-checks with its CAS.
+        !self.pages[page].load(Ordering::Relaxed).is_null()
+    }
+
     /// The first `len` slots of page `page`, if it exists.
     pub(crate) fn page(&self, page: usize) -> Option<&[Slot<V>]> {
         // Acquire: pairs with the Release CAS in `ensure_page`, as in `slot`.
@@ -85,37 +106,114 @@ impl<V> PageTable<V> {
         Some(unsafe { std::slice::from_raw_parts(base, page_len(page)) })
     }
 
-    /// Makes sure page `page` exists. Returns how many slots this call added to the map's
-    /// capacity (0 if another thread, or an earlier call, installed it).
-    pub(crate) fn ensure_page(&self, page: usize) -> usize {
+    /// Installs page `page` if it does not exist. Returns its slots if this call installed
+    /// it (the caller then owns every slot of it until it hands them out), `None` if the page
+    /// already existed or another thread installed it first.
+    pub(crate) fn install(&self, page: usize) -> Option<&[Slot<V>]> {
         // Acquire: as in `slot`.
         if !self.pages[page].load(Ordering::Acquire).is_null() {
-            return 0;
+            return None;
         }
-        let fresh: Box<[Slot<V>]> = (0..page_len(page)).map(|_| Slot::new(self.first_version)).collect();
+        // Relaxed: only a hint; the version is re-read after the publishing CAS below.
+        let start = self.start_version(page, Ordering::Relaxed);
+        let fresh: Box<[Slot<V>]> = (0..page_len(page)).map(|_| Slot::new(start)).collect();
         let fresh = Box::into_raw(fresh).cast::<Slot<V>>();
-        // Release publishes the initialised slots to the Acquire loads in `slot`/`page`;
-        // Acquire on failure is not needed: the loser only frees its own allocation.
+        // Release publishes the initialised slots to the Acquire loads in `slot`/`page`.
+        // Acquire: if the page was released before, the null we replace was stored by
+        // `release` (Release), so the watermark it raised is visible to the load below.
         match self.pages[page].compare_exchange(
             std::ptr::null_mut(),
             fresh,
-            Ordering::Release,
+            Ordering::AcqRel,
             Ordering::Relaxed,
         ) {
-            Ok(_) => page_len(page),
+            Ok(_) => {
+                // SAFETY: just published from `Box::into_raw` of `page_len(page)` slots; it
+                // cannot be released before we hand its slots out (they are on no free list).
+                let slots = unsafe { std::slice::from_raw_parts(fresh, page_len(page)) };
+                // Relaxed: ordered by the AcqRel CAS above (see its comment).
+                let start_now = self.start_version(page, Ordering::Relaxed);
+                if start_now != start {
+                    // The page was released after our first read. Our slots are vacant (even
+                    // versions, which no key matches) and nobody can pop them yet, so raising
+                    // their versions now is enough; the free-list push publishes the stores.
+                    for slot in slots {
+                        // Relaxed: published by the Release push that hands the slot out.
+                        slot.version.store(start_now, Ordering::Relaxed);
+                    }
+                }
+                Some(slots)
+            }
             Err(_) => {
                 // SAFETY: `fresh` came from `Box::into_raw` of a boxed slice of
                 // `page_len(page)` slots just above and was never published.
                 drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(fresh, page_len(page))) });
-                0
+                None
             }
         }
+    }
+
+    /// The version fresh slots of `page` start with.
+    fn start_version(&self, page: usize, order: Ordering) -> u32 {
+        self.first_version.max(self.watermark[page].load(order))
+    }
+
+    /// Unpublishes page `page` and returns its memory, to be freed after a grace period.
+    ///
+    /// # Safety
+    /// The caller is the only thread releasing pages (it holds the map's reclaim lock), the
+    /// page exists and every slot of it is vacant and owned by the caller (taken off the free
+    /// list), so no thread will write to it again.
+    pub(crate) unsafe fn release(&self, page: usize) -> ReleasedPage {
+        let slots = self.page(page).expect("released page exists");
+        let high = slots.iter().map(|slot| slot.version.load(Ordering::Relaxed)).max().unwrap_or(0);
+        // Relaxed: published by the Release swap below, which `install` acquires.
+        self.watermark[page].fetch_max(high.next_multiple_of(2), Ordering::Relaxed);
+        // Release: see above. Acquire is not needed: the caller owns the page.
+        let base = self.pages[page].swap(std::ptr::null_mut(), Ordering::Release);
+        ReleasedPage { base: base as usize, len: page_len(page), free: free_slots::<V> }
+    }
+
+    /// One past the highest index of an existing page (0 if none).
+    pub(crate) fn end(&self) -> usize {
+        (0..PAGES).rev().find(|&p| self.page(p).is_some()).map_or(0, |p| page_start(p) + page_len(p))
+    }
+
+    /// Bytes of the pages that exist now.
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        self.pages().map(|(_, slots)| std::mem::size_of_val(slots)).sum()
     }
 
     /// Pages that exist, in index order, with the index of their first slot.
     pub(crate) fn pages(&self) -> impl Iterator<Item = (usize, &[Slot<V>])> + '_ {
         (0..PAGES).filter_map(move |p| self.page(p).map(|s| (page_start(p), s)))
     }
+}
+
+/// The memory of a released page: its address, its length and the function that frees it,
+/// as plain data (no `V` in the type), so a deferred function can own it whatever `V` is.
+pub(crate) struct ReleasedPage {
+    base: usize,
+    len: usize,
+    free: unsafe fn(usize, usize),
+}
+
+impl ReleasedPage {
+    /// Frees the page.
+    pub(crate) fn free(self) {
+        // SAFETY: built by `release` with the matching `free_slots::<V>`; consumed once.
+        unsafe { (self.free)(self.base, self.len) }
+    }
+}
+
+/// Frees `len` slots at `base`.
+///
+/// # Safety
+/// `base` came from `Box::into_raw` of a boxed slice of `len` `Slot<V>` in `install`, was
+/// unpublished by `release`, no thread can still reach it, and its slots hold no value.
+unsafe fn free_slots<V>(base: usize, len: usize) {
+    // SAFETY: see the function's contract.
+    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(base as *mut Slot<V>, len)) });
 }
 
 impl<V> Drop for PageTable<V> {

@@ -39,13 +39,40 @@ pub(crate) const BATCH: usize = if cfg!(any(loom, miri)) { 2 } else { 64 };
 pub(crate) struct Counters {
     pub(crate) len: AtomicUsize,
     pub(crate) capacity: AtomicUsize,
-    /// Next never-used slot index.
-    pub(crate) fresh: AtomicUsize,
+    /// Pages released by `shrink_to_fit` whose memory is not freed yet.
+    pub(crate) pages_releasing: AtomicUsize,
     pub(crate) removes_retired: AtomicUsize,
     pub(crate) removes_done: AtomicUsize,
     pub(crate) replaces_retired: AtomicUsize,
     pub(crate) replaces_done: AtomicUsize,
     pub(crate) retired_slots: AtomicUsize,
+}
+
+/// Owns the map's `Shared` through a raw pointer: deferred functions hold pointers into it,
+/// and moving a `Box` would (under Stacked Borrows) invalidate them; moving this does not.
+pub(crate) struct SharedBox<V>(std::ptr::NonNull<Shared<V>>);
+
+impl<V> SharedBox<V> {
+    pub(crate) fn new(shared: Shared<V>) -> Self {
+        Self(std::ptr::NonNull::from(Box::leak(Box::new(shared))))
+    }
+}
+
+impl<V> std::ops::Deref for SharedBox<V> {
+    type Target = Shared<V>;
+    #[inline(always)]
+    fn deref(&self) -> &Shared<V> {
+        // SAFETY: allocated in `new` and freed only in `drop`, which needs `&mut self`.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl<V> Drop for SharedBox<V> {
+    fn drop(&mut self) {
+        // SAFETY: from `Box::leak` in `new`; freed once, here. The map's drop has run every
+        // deferred function that pointed into it (it shuts the domain down first).
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
 }
 
 /// The map's state that deferred functions point into; boxed so it never moves.
@@ -323,7 +350,7 @@ impl<V> Shared<V> {
 
     /// Puts a dead slot whose drops have all run back on the free list, or retires it if its
     /// version wrapped.
-    fn recycle(&self, index: u32) {
+    pub(crate) fn recycle(&self, index: u32) {
         // Relaxed: this thread (or one it synchronised with) made the version even.
         if self.slot(index).version.load(Ordering::Relaxed) == 0 {
             // Relaxed: a statistic.
@@ -380,5 +407,8 @@ struct Batch<V> {
 /// Drops a value; a panic in its `Drop` is contained so the batch carries on and no slot is
 /// lost (the panic hook has already reported it).
 fn drop_quietly<V>(value: V) {
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        // Not dropped: a payload whose own `Drop` panics would unwind out of the batch.
+        std::mem::forget(payload);
+    }
 }

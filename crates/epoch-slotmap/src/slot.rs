@@ -68,9 +68,15 @@ impl<V> Slot<V> {
     /// dereferenceable (see `read` in `map.rs`).
     #[inline(always)]
     pub(crate) fn load_live(&self, version: u32) -> Option<*const V> {
+        // An even version names a vacant slot: no key of ours has one (slotmap's `KeyData`
+        // forces odd versions, but do not rely on another crate for memory safety).
+        if version & 1 == 0 && !cfg!(epoch_slotmap_mutant = "no_version_check") {
+            return None;
+        }
         // Acquire pairs with the Release store of `version` in `insert` (which publishes
         // the inline value and the `value` pointer written before it).
-        if self.version.load(Ordering::Acquire) != version {
+        if self.version.load(Ordering::Acquire) != version && !cfg!(epoch_slotmap_mutant = "no_version_check")
+        {
             return None;
         }
         // Acquire pairs with the Release CAS in `replace`/`update` that published a boxed

@@ -1,0 +1,69 @@
+//! Page release, measured with a counting allocator: after removing everything, `reclaim()`
+//! and `shrink_to_fit()`, the map keeps at most 1 byte per slot of its former capacity.
+//! One test in this binary, so no other test's allocations are counted.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use epoch_slotmap::{DefaultKey, SlotMap};
+
+struct Counting;
+static IN_USE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to `System` unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        IN_USE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller upholds `alloc`'s contract, which we pass on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        IN_USE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn in_use() -> isize {
+    IN_USE.load(Ordering::Relaxed)
+}
+
+#[test]
+fn shrink_gives_back_all_but_a_byte_per_former_slot() {
+    let n = if cfg!(miri) { 2_000 } else { 100_000 };
+    let baseline = in_use();
+    let map: SlotMap<DefaultKey, [u64; 8]> = SlotMap::new();
+    let keys: Vec<DefaultKey> = (0..n).map(|i| map.insert([i as u64; 8])).collect();
+    let former_capacity = map.capacity();
+    let full = in_use() - baseline;
+    for &k in &keys {
+        assert!(map.remove(k));
+    }
+    map.reclaim();
+    map.shrink_to_fit();
+    // `keys` itself is still allocated: do not count it.
+    let kept = in_use() - baseline - (keys.capacity() * size_of::<DefaultKey>()) as isize;
+    println!(
+        "capacity {former_capacity} slots, {full} bytes in use full, {kept} bytes kept after shrink \
+         ({:.3} bytes per former slot); capacity now {}",
+        kept as f64 / former_capacity as f64,
+        map.capacity()
+    );
+    assert!(kept <= former_capacity as isize, "kept {kept} bytes for {former_capacity} former slots");
+    assert!(map.capacity() < former_capacity / 100);
+    assert_eq!(map.stats().pending, 0);
+
+    // Every pre-release key stays dead, before and after the pages come back.
+    assert!(keys.iter().all(|&k| !map.contains_key(k) && map.pin().get(k).is_none()));
+    let again: Vec<DefaultKey> = (0..n).map(|i| map.insert([i as u64 + 1; 8])).collect();
+    assert!(keys.iter().all(|&k| !map.contains_key(k) && map.pin().get(k).is_none()));
+    let guard = map.pin();
+    for (i, &k) in again.iter().enumerate() {
+        assert_eq!(guard.get(k), Some(&[i as u64 + 1; 8]));
+    }
+    let again: std::collections::HashSet<DefaultKey> = again.into_iter().collect();
+    assert!(!keys.iter().any(|k| again.contains(k)), "no key is reissued");
+}
