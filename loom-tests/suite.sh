@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every loom test binary one scenario at a time with a per-scenario time limit, and
 # prints the loom-report lines (scenario, reclaimer, executions, seconds, result).
-# Usage: loom-tests/suite.sh [filter]   (env: LOOM_SCENARIO_TIMEOUT, default 300 s)
+# Usage: loom-tests/suite.sh [filter]   (env: LOOM_SCENARIO_TIMEOUT, default 300 s;
+# LOOM_FAIL_FAST=1 stops at the first failure)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg loom --cfg crossbeam_loom ${EXTRA_RUSTFLAGS:-}"
@@ -23,6 +24,7 @@ while read -r bin; do
     if [ $rc -eq 124 ]; then echo "loom-report scenario=$t result=TIMEOUT"; failed=1
     elif [ $rc -ne 0 ]; then echo "${line:-loom-report scenario=$t result=FAILED}"; grep -m3 -A2 "panicked" <<<"$out"; failed=1
     else echo "${line:-loom-report scenario=$t result=ok}"; fi
+    [ $failed -ne 0 ] && [ -n "${LOOM_FAIL_FAST:-}" ] && exit 1
   done
 done < "$CARGO_TARGET_DIR/loom-binaries"
 exit $failed

@@ -30,7 +30,10 @@ impl Config {
 #[test]
 fn reload_while_handling_a_request() {
     let mut builder = loom::model::Builder::new();
+    // crossbeam-epoch's internals: explore at preemption bound 2, and allow more branches per
+    // execution than loom's default 1000 (its collection loops take many).
     builder.preemption_bound = Some(2);
+    builder.max_branches = 20_000;
     builder.check(|| {
         let rules = SlotMap::new();
         let first = rules.insert("allow all".to_owned());

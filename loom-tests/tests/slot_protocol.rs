@@ -446,3 +446,42 @@ scenario!(version_retirement_at_the_last_version, RETIREMENT => ["hit", "miss"],
     drop(map);
     side.assert_all_dropped([0, 1]);
 });
+
+static PUBLISH: Outcomes = Outcomes::new();
+scenario!(insert_publishes_the_value_with_the_key, PUBLISH => ["hit", "not yet"], |r: Reclaimer| {
+    use loom::sync::atomic::AtomicU64;
+    let side = Side::new(1);
+    let map: Arc<Map> = Arc::new(r.map());
+    // The key travels through a Relaxed mailbox: only the map's own publication (the
+    // version's Release store) may order the value's contents before a reader's use.
+    let mailbox = Arc::new(AtomicU64::new(0));
+    let inserter = {
+        let (map, side, mailbox) = (map.clone(), side.clone(), mailbox.clone());
+        thread::spawn(move || {
+            let k = map.insert(Val::new(0, &side));
+            mailbox.store(k.data().as_ffi(), Ordering::Relaxed);
+        })
+    };
+    let reader = {
+        let (map, side, mailbox) = (map.clone(), side.clone(), mailbox.clone());
+        thread::spawn(move || {
+            let ffi = mailbox.load(Ordering::Relaxed);
+            if ffi == 0 {
+                PUBLISH.record("not yet");
+                return;
+            }
+            let key: DefaultKey = epoch_slotmap::KeyData::from_ffi(ffi).into();
+            match map.pin().get(key) {
+                Some(v) => {
+                    read_as(&side, v, 0);
+                    PUBLISH.record("hit");
+                }
+                None => PUBLISH.record("key seen, value not yet"),
+            }
+        })
+    };
+    inserter.join().unwrap();
+    reader.join().unwrap();
+    drop(map);
+    side.assert_all_dropped([0]);
+});

@@ -381,7 +381,13 @@ impl<K: Key, V> SlotMap<K, V> {
         // decrements after this increment and `len` never underflows.
         self.shared.counters.len.fetch_add(1, Ordering::Relaxed);
         // Release pairs with the Acquire version loads of readers and removers.
-        slot.version.store(version, Ordering::Release);
+        // (Mutant for the loom suite: Relaxed publication.)
+        let publish = if cfg!(epoch_slotmap_mutant = "relaxed_publish") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        slot.version.store(version, publish);
         key
     }
 

@@ -168,7 +168,10 @@ impl<V> PageTable<V> {
         let slots = self.page(page).expect("released page exists");
         let high = slots.iter().map(|slot| slot.version.load(Ordering::Relaxed)).max().unwrap_or(0);
         // Relaxed: published by the Release swap below, which `install` acquires.
-        self.watermark[page].fetch_max(high.next_multiple_of(2), Ordering::Relaxed);
+        // (Mutant for the loom suite: forget the watermark.)
+        if !cfg!(epoch_slotmap_mutant = "shrink_without_watermark") {
+            self.watermark[page].fetch_max(high.next_multiple_of(2), Ordering::Relaxed);
+        }
         // Release: see above. Acquire is not needed: the caller owns the page.
         let base = self.pages[page].swap(std::ptr::null_mut(), Ordering::Release);
         ReleasedPage { base: base as usize, len: page_len(page), free: free_slots::<V> }
