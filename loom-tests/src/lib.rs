@@ -183,6 +183,9 @@ impl Drop for Report {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Actors {
     Two,
+    /// Two threads whose operations go deep into crossbeam (a shrink waiting for its page
+    /// free, a store's two maps): exhaustive on the grace reclaimer, bound 1 on crossbeam.
+    TwoHeavy,
     Three,
 }
 
@@ -203,11 +206,11 @@ pub fn model(
     builder.max_branches = 20_000;
     if std::env::var("LOOM_MAX_PREEMPTIONS").is_err() {
         builder.preemption_bound = match (reclaimer, actors) {
-            (Reclaimer::Grace, Actors::Two) => None,
+            (Reclaimer::Grace, Actors::Two | Actors::TwoHeavy) => None,
             (Reclaimer::Grace, Actors::Three) => Some(3),
             (Reclaimer::Epoch, Actors::Two) => Some(2),
             // Three threads through crossbeam's internals do not finish in minutes at 2.
-            (Reclaimer::Epoch, Actors::Three) => Some(1),
+            (Reclaimer::Epoch, Actors::Three | Actors::TwoHeavy) => Some(1),
         };
     }
     builder.check(move || {
@@ -218,7 +221,8 @@ pub fn model(
 
 /// Declares one scenario twice: `<name>::grace` and `<name>::epoch` (see [`model`] for the
 /// bounds). With `OUTCOMES => [..]`, each run also asserts that every listed outcome was
-/// reached; `three_actors` marks a scenario with three threads.
+/// reached; `three_actors` marks a scenario with three threads, `heavy` one whose two
+/// threads go deep into crossbeam.
 #[macro_export]
 macro_rules! scenario {
     ($name:ident, $body:expr) => {
@@ -229,6 +233,9 @@ macro_rules! scenario {
     };
     ($name:ident, three_actors, $outcomes:ident => [$($expected:expr),* $(,)?], $body:expr) => {
         $crate::scenario!(@emit $name, Three, ($outcomes, [$($expected),*]), $body);
+    };
+    ($name:ident, heavy, $outcomes:ident => [$($expected:expr),* $(,)?], $body:expr) => {
+        $crate::scenario!(@emit $name, TwoHeavy, ($outcomes, [$($expected),*]), $body);
     };
     (@emit $name:ident, $actors:ident, $check:tt, $body:expr) => {
         mod $name {

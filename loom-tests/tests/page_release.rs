@@ -22,7 +22,7 @@ fn vacant_second_page(map: &Map, side: &Arc<Side>) -> Vec<DefaultKey> {
 }
 
 static SHRINK_VS_STALE: Outcomes = Outcomes::new();
-scenario!(shrink_vs_stale_reader, SHRINK_VS_STALE => ["released"], |r: Reclaimer| {
+scenario!(shrink_vs_stale_reader, heavy, SHRINK_VS_STALE => ["released"], |r: Reclaimer| {
     let side = Side::new(10);
     let map: Arc<Map> = Arc::new(r.map());
     let stale = vacant_second_page(&map, &side);
@@ -56,7 +56,7 @@ scenario!(shrink_vs_stale_reader, SHRINK_VS_STALE => ["released"], |r: Reclaimer
 });
 
 static SHRINK_VS_INSERT: Outcomes = Outcomes::new();
-scenario!(shrink_vs_insert, SHRINK_VS_INSERT => ["page kept", "page released then reallocated"], |r: Reclaimer| {
+scenario!(shrink_vs_insert, heavy, SHRINK_VS_INSERT => ["page kept or reallocated", "grew"], |r: Reclaimer| {
     let side = Side::new(7);
     let map: Arc<Map> = Arc::new(r.map());
     let _stale = vacant_second_page(&map, &side);
@@ -77,17 +77,20 @@ scenario!(shrink_vs_insert, SHRINK_VS_INSERT => ["page kept", "page released the
     shrinker.join().unwrap();
     // The value is reachable and in a page that exists (never in a freed one).
     read_as(&side, map.pin().get(k).unwrap(), 6);
+    // 6 slots: the insert took a slot of page 1 before the shrink took the free list (page
+    // kept), or found it empty after page 1 was released and installed it again. 14: it found
+    // the list empty while the shrink held it and page 1 still existed, so it grew page 2.
     SHRINK_VS_INSERT.record(match map.capacity() {
-        6 if map.stats().vacant == 3 => "page kept",
-        6 => "page released then reallocated",
-        _ => "grew",
+        6 => "page kept or reallocated",
+        14 => "grew",
+        c => panic!("capacity {c}"),
     });
     drop(map);
     side.assert_all_dropped(0..7);
 });
 
 static SHRINK_VS_REMOVE: Outcomes = Outcomes::new();
-scenario!(shrink_vs_remove_of_the_last_occupant, SHRINK_VS_REMOVE => ["kept", "released"], |r: Reclaimer| {
+scenario!(shrink_vs_remove_of_the_last_occupant, heavy, SHRINK_VS_REMOVE => ["kept", "released"], |r: Reclaimer| {
     let side = Side::new(6);
     let map: Arc<Map> = Arc::new(r.map());
     let keys: Vec<_> = (0..6).map(|i| map.insert(Val::new(i, &side))).collect();

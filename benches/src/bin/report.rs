@@ -1,0 +1,687 @@
+//! Runs every workload for every contender in one process, prints medians and ratios to
+//! epoch-slotmap, checks the targets, and writes `docs/benchmarks.md` with SVG charts.
+//!
+//! `cargo run --release -p benches --bin report [-- --quick] [--no-write]`
+#![allow(clippy::print_stdout)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use benches::*;
+
+struct Counting;
+static IN_USE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards every call to `System` unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        IN_USE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        IN_USE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        IN_USE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const N: usize = 100_000;
+const BATCH: usize = 256;
+
+struct Settings {
+    samples: usize,
+    window: Duration,
+}
+
+/// workload -> contender -> (median, unit)
+type Results = BTreeMap<String, BTreeMap<&'static str, (f64, &'static str)>>;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Median ns per op over `samples` runs of `f`, which returns how many ops it did.
+fn ns_per_op(s: &Settings, mut f: impl FnMut() -> usize) -> f64 {
+    f(); // warm-up
+    median(
+        (0..s.samples)
+            .map(|_| {
+                let t = Instant::now();
+                let ops = f();
+                t.elapsed().as_nanos() as f64 / ops as f64
+            })
+            .collect(),
+    )
+}
+
+fn record(r: &mut Results, workload: &str, who: &'static str, value: f64, unit: &'static str) {
+    r.entry(workload.to_owned()).or_default().insert(who, (value, unit));
+}
+
+fn single<C: Contender>(s: &Settings, r: &mut Results) {
+    let who = C::NAME;
+    let (c, keys) = filled::<C>(N);
+    record(
+        r,
+        "get_hit (guard per batch of 256)",
+        who,
+        ns_per_op(s, || {
+            std::hint::black_box(keys.chunks(BATCH).map(|b| c.read_batch(b)).sum::<u64>());
+            keys.len()
+        }),
+        "ns/lookup",
+    );
+    record(
+        r,
+        "get_hit (pin per lookup)",
+        who,
+        ns_per_op(s, || {
+            let sum: u64 = keys.iter().map(|&k| c.read(k).unwrap_or(0)).sum();
+            std::hint::black_box(sum);
+            keys.len()
+        }),
+        "ns/lookup",
+    );
+    iteration::<C>(s, r, &c, "iter (100% occupancy)");
+    if !C::WRITES {
+        return;
+    }
+    // Stale keys: half removed and their slots reused.
+    let stale: Vec<u64> = keys[..N / 2].to_vec();
+    for &k in &stale {
+        c.remove(k);
+    }
+    c.quiesce();
+    let mut live: Vec<u64> = keys[N / 2..].to_vec();
+    live.extend((0..N / 2).map(|i| c.insert(Rule::new(i as u64))));
+    record(
+        r,
+        "get_stale (guard per batch of 256)",
+        who,
+        ns_per_op(s, || {
+            let sum: u64 = stale.chunks(BATCH).map(|b| c.read_batch(b)).sum();
+            assert_eq!(sum, 0, "{who}: a stale key resolved");
+            stale.len()
+        }),
+        "ns/lookup",
+    );
+    record(
+        r,
+        "insert + remove (100k live)",
+        who,
+        ns_per_op(s, || {
+            for i in 0..N / 4 {
+                let k = c.insert(Rule::new(i as u64));
+                c.remove(k);
+            }
+            N / 4
+        }),
+        "ns/pair",
+    );
+    let mut rng = Rng(0x1234_5678);
+    record(
+        r,
+        "remove random + insert (100k live)",
+        who,
+        ns_per_op(s, || {
+            for i in 0..N / 4 {
+                let at = (rng.next_u64() % live.len() as u64) as usize;
+                c.remove(live[at]);
+                live[at] = c.insert(Rule::new(i as u64));
+            }
+            N / 4
+        }),
+        "ns/pair",
+    );
+    drop(c);
+    // 10% occupancy: fill 100k, remove 90%.
+    let (c, keys) = filled::<C>(N);
+    for &k in &keys[..N * 9 / 10] {
+        c.remove(k);
+    }
+    c.quiesce();
+    iteration::<C>(s, r, &c, "iter (10% occupancy)");
+}
+
+fn iteration<C: Contender>(s: &Settings, r: &mut Results, c: &C, workload: &str) {
+    if ITER_UNSUPPORTED.contains(&C::NAME) {
+        return;
+    }
+    let count = if workload.contains("10%") { N / 10 } else { N };
+    record(
+        r,
+        workload,
+        C::NAME,
+        ns_per_op(s, || {
+            std::hint::black_box(c.iter_sum());
+            count
+        }),
+        "ns/live value",
+    );
+}
+
+fn memory<C: Contender>(r: &mut Results) {
+    let before = IN_USE.load(Ordering::Relaxed);
+    let c = C::new();
+    let keys: Vec<u64> = Vec::with_capacity(N);
+    let mut keys = keys;
+    let keys_bytes = IN_USE.load(Ordering::Relaxed);
+    for i in 0..N {
+        keys.push(c.insert(Rule::new(i as u64)));
+    }
+    let full = IN_USE.load(Ordering::Relaxed) - keys_bytes;
+    record(r, "memory: bytes per live entry (100k)", C::NAME, full as f64 / N as f64, "bytes");
+    for &k in &keys {
+        c.remove(k);
+    }
+    c.quiesce();
+    let after = IN_USE.load(Ordering::Relaxed) - keys_bytes;
+    record(r, "memory: bytes kept after remove-all + quiescence", C::NAME, after as f64, "bytes");
+    drop(c);
+    let _ = before;
+}
+
+/// Reader and writer throughput with one writer replacing at full speed.
+fn mixed<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results, batch: bool, label: &str) {
+    let (c, keys) = filled::<C>(N);
+    let c = Arc::new(c);
+    let set = KeySet::new(&keys);
+    let mut reads = Vec::new();
+    let mut writes = Vec::new();
+    for _ in 0..s.samples {
+        let stop = Arc::new(AtomicBool::new(false));
+        let barrier = Arc::new(Barrier::new(3));
+        let writer = {
+            let (c, set, stop, barrier) = (c.clone(), set.clone(), stop.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut rng = Rng(77);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let i = (rng.next_u64() % N as u64) as usize;
+                    let k = c.replace(set.get(i), Rule::new(n));
+                    set.set(i, k);
+                    n += 1;
+                }
+                n
+            })
+        };
+        let reader = {
+            let (c, set, stop, barrier) = (c.clone(), set.clone(), stop.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut rng = Rng(99);
+                let mut n = 0u64;
+                let mut buf = [0u64; BATCH];
+                while !stop.load(Ordering::Relaxed) {
+                    for b in buf.iter_mut() {
+                        *b = set.get((rng.next_u64() % N as u64) as usize);
+                    }
+                    if batch {
+                        std::hint::black_box(c.read_batch(&buf));
+                    } else {
+                        for &k in &buf {
+                            std::hint::black_box(c.read(k));
+                        }
+                    }
+                    n += BATCH as u64;
+                }
+                n
+            })
+        };
+        barrier.wait();
+        std::thread::sleep(s.window);
+        stop.store(true, Ordering::Relaxed);
+        let t = s.window.as_secs_f64();
+        writes.push(writer.join().unwrap() as f64 / t);
+        reads.push(reader.join().unwrap() as f64 / t);
+    }
+    record(r, &format!("mixed {label}: reads/s (1 reader + 1 writer)"), C::NAME, median(reads), "ops/s");
+    record(r, &format!("mixed {label}: writes/s (1 reader + 1 writer)"), C::NAME, median(writes), "ops/s");
+}
+
+/// Reads/s of `readers` threads with no writer, guard per batch.
+fn readers_only<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results, readers: usize) {
+    let (c, keys) = filled::<C>(N);
+    let (c, keys) = (Arc::new(c), Arc::new(keys));
+    let mut totals = Vec::new();
+    for _ in 0..s.samples {
+        let stop = Arc::new(AtomicBool::new(false));
+        let total = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..readers)
+            .map(|t| {
+                let (c, keys, stop, total) = (c.clone(), keys.clone(), stop.clone(), total.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    let mut i = t * 997;
+                    while !stop.load(Ordering::Relaxed) {
+                        let start = i % (N - BATCH);
+                        std::hint::black_box(c.read_batch(&keys[start..start + BATCH]));
+                        n += BATCH as u64;
+                        i += BATCH * 31;
+                    }
+                    total.fetch_add(n, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        std::thread::sleep(s.window);
+        stop.store(true, Ordering::Relaxed);
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        totals.push(total.load(Ordering::Relaxed) as f64 / s.window.as_secs_f64());
+    }
+    record(
+        r,
+        &format!("readers only: reads/s, {readers} reader(s), guard per batch"),
+        C::NAME,
+        median(totals),
+        "ops/s",
+    );
+}
+
+/// conc-map-bench style mix at 2 threads: (read, insert, remove, update) percentages.
+fn mix<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results, name: &str, mix: [u64; 4]) {
+    let (c, keys) = filled::<C>(N);
+    let c = Arc::new(c);
+    let mut totals = Vec::new();
+    for _ in 0..s.samples {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let (c, stop) = (c.clone(), stop.clone());
+                let mut mine: Vec<u64> = keys.iter().skip(t).step_by(2).copied().collect();
+                std::thread::spawn(move || {
+                    let mut rng = Rng(5 + t as u64);
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..64 {
+                            let roll = rng.next_u64() % 100;
+                            let at = (rng.next_u64() % mine.len() as u64) as usize;
+                            if roll < mix[0] {
+                                std::hint::black_box(c.read(mine[at]));
+                            } else if roll < mix[0] + mix[1] {
+                                mine.push(c.insert(Rule::new(n)));
+                            } else if roll < mix[0] + mix[1] + mix[2] {
+                                if mine.len() > 1000 {
+                                    c.remove(mine.swap_remove(at));
+                                }
+                            } else {
+                                mine[at] = c.replace(mine[at], Rule::new(n));
+                            }
+                        }
+                        n += 64;
+                    }
+                    n
+                })
+            })
+            .collect();
+        std::thread::sleep(s.window);
+        stop.store(true, Ordering::Relaxed);
+        let ops: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        totals.push(ops as f64 / s.window.as_secs_f64());
+    }
+    record(r, &format!("{name}, 2 threads"), C::NAME, median(totals), "ops/s");
+}
+
+fn multi<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results) {
+    mixed::<C>(s, r, false, "pin per lookup");
+    mixed::<C>(s, r, true, "guard per 256");
+    readers_only::<C>(s, r, 1);
+    readers_only::<C>(s, r, 2);
+    mix::<C>(s, r, "ReadHeavy 98/1/1/0", [98, 1, 1, 0]);
+    mix::<C>(s, r, "Exchange 10/40/40/10", [10, 40, 40, 10]);
+}
+
+fn arc_swap_reads(s: &Settings, r: &mut Results) {
+    let (c, mut keys) = ArcSwapSnapshot::bulk(N as u64);
+    Rng(3).shuffle(&mut keys);
+    let who = ArcSwapSnapshot::NAME;
+    record(
+        r,
+        "get_hit (guard per batch of 256)",
+        who,
+        ns_per_op(s, || {
+            std::hint::black_box(keys.chunks(BATCH).map(|b| c.read_batch(b)).sum::<u64>());
+            keys.len()
+        }),
+        "ns/lookup",
+    );
+    record(
+        r,
+        "get_hit (pin per lookup)",
+        who,
+        ns_per_op(s, || {
+            std::hint::black_box(keys.iter().map(|&k| c.read(k).unwrap_or(0)).sum::<u64>());
+            keys.len()
+        }),
+        "ns/lookup",
+    );
+}
+
+fn get(r: &Results, workload: &str, who: &str) -> Option<f64> {
+    r.get(workload)?.get(who).map(|v| v.0)
+}
+
+struct Target {
+    text: String,
+    pass: bool,
+}
+
+fn targets(r: &Results) -> Vec<Target> {
+    let ours = Ours::NAME;
+    let csm = ConcurrentSlotMap::NAME;
+    let mut t = Vec::new();
+    let mut check = |text: String, lhs: Option<f64>, rhs: Option<f64>, factor: f64, le: bool| {
+        if let (Some(a), Some(b)) = (lhs, rhs) {
+            let ratio = a / b;
+            let pass = if le { ratio <= factor } else { ratio >= factor };
+            t.push(Target {
+                text: format!("{text}: {ratio:.2}x (target {} {factor}x)", if le { "<=" } else { ">=" }),
+                pass,
+            });
+        }
+    };
+    let g = "get_hit (guard per batch of 256)";
+    let p = "get_hit (pin per lookup)";
+    check(
+        "lookup under a held guard vs slotmap::get".into(),
+        get(r, g, ours),
+        get(r, g, SlotMapInline::NAME),
+        1.3,
+        true,
+    );
+    check("pin + lookup vs concurrent-slotmap".into(), get(r, p, ours), get(r, p, csm), 1.2, true);
+    let st = "get_stale (guard per batch of 256)";
+    check(
+        "stale lookup under a guard vs slotmap".into(),
+        get(r, st, ours),
+        get(r, st, SlotMapInline::NAME),
+        2.0,
+        true,
+    );
+    let ir = "insert + remove (100k live)";
+    check("insert + remove vs concurrent-slotmap".into(), get(r, ir, ours), get(r, ir, csm), 1.0, true);
+    check(
+        "insert + remove vs sharded-slab".into(),
+        get(r, ir, ours),
+        get(r, ir, ShardedSlab::NAME),
+        0.5,
+        true,
+    );
+    let rr = "remove random + insert (100k live)";
+    check(
+        "remove random + insert vs sharded-slab".into(),
+        get(r, rr, ours),
+        get(r, rr, ShardedSlab::NAME),
+        1.0,
+        true,
+    );
+    let mr = "mixed pin per lookup: reads/s (1 reader + 1 writer)";
+    let mw = "mixed pin per lookup: writes/s (1 reader + 1 writer)";
+    check(
+        "mixed (pin/lookup) reader vs concurrent-slotmap".into(),
+        get(r, mr, ours),
+        get(r, mr, csm),
+        1.0,
+        false,
+    );
+    check(
+        "mixed (pin/lookup) writer vs concurrent-slotmap".into(),
+        get(r, mw, ours),
+        get(r, mw, csm),
+        1.0,
+        false,
+    );
+    check(
+        "mixed (pin/lookup) reader vs std RwLock<SlotMap>".into(),
+        get(r, mr, ours),
+        get(r, mr, StdRwLockSlotMap::NAME),
+        2.5,
+        false,
+    );
+    let br = "mixed guard per 256: reads/s (1 reader + 1 writer)";
+    let bw = "mixed guard per 256: writes/s (1 reader + 1 writer)";
+    check(
+        "mixed (guard/256) reader vs sharded-slab".into(),
+        get(r, br, ours),
+        get(r, br, ShardedSlab::NAME),
+        5.0,
+        false,
+    );
+    check(
+        "mixed (guard/256) writer vs concurrent-slotmap".into(),
+        get(r, bw, ours),
+        get(r, bw, csm),
+        1.0,
+        false,
+    );
+    let one = "readers only: reads/s, 1 reader(s), guard per batch";
+    let two = "readers only: reads/s, 2 reader(s), guard per batch";
+    check(
+        "reader with writer vs without (guard/256)".into(),
+        get(r, br, ours),
+        get(r, one, ours),
+        0.8,
+        false,
+    );
+    check("two readers vs one".into(), get(r, two, ours), get(r, one, ours), 1.8, false);
+    check(
+        "iteration per live value at 10% vs 100%".into(),
+        get(r, "iter (10% occupancy)", ours),
+        get(r, "iter (100% occupancy)", ours),
+        3.0,
+        true,
+    );
+    let mem = "memory: bytes per live entry (100k)";
+    if let (Some(a), Some(b)) = (get(r, mem, ours), get(r, mem, SlotMapInline::NAME)) {
+        t.push(Target {
+            text: format!("bytes per live entry: {a:.1} vs slotmap {b:.1} (target <= slotmap + 16)"),
+            pass: a <= b + 16.0,
+        });
+    }
+    t
+}
+
+fn table(r: &Results) -> String {
+    let mut out = String::new();
+    for (workload, by) in r {
+        let ours = by.get(Ours::NAME).map(|v| v.0);
+        let unit = by.values().next().map_or("", |v| v.1);
+        let _ = writeln!(
+            out,
+            "\n### {workload} ({unit})\n\n| contender | median | ratio to epoch-slotmap |\n|---|---:|---:|"
+        );
+        let mut rows: Vec<_> = by.iter().collect();
+        rows.sort_by(|a, b| a.1.0.partial_cmp(&b.1.0).unwrap());
+        for (who, (v, _)) in rows {
+            let ratio = ours.map_or("".into(), |o| format!("{:.2}", v / o));
+            let _ = writeln!(out, "| {who} | {} | {ratio} |", fmt_num(*v));
+        }
+    }
+    out
+}
+
+fn fmt_num(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn chart(
+    path: &str,
+    title: &str,
+    by: &BTreeMap<&'static str, (f64, &'static str)>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let mut rows: Vec<_> = by.iter().map(|(w, (v, _))| (*w, *v)).collect();
+    rows.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap());
+    let root = SVGBackend::new(path, (800, 60 + 28 * rows.len() as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max = rows.iter().map(|r| r.1).fold(0.0, f64::max) * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(24)
+        .y_label_area_size(210)
+        .build_cartesian_2d(0.0..max, 0..rows.len())?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(rows.len())
+        .y_label_formatter(&|i| rows.get(*i).map_or(String::new(), |r| r.0.to_string()))
+        .draw()?;
+    chart.draw_series(rows.iter().enumerate().map(|(i, (who, v))| {
+        let color = if *who == Ours::NAME { RED } else { BLUE };
+        Rectangle::new([(0.0, i), (*v, i + 1)], color.mix(0.6).filled())
+    }))?;
+    root.present()?;
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let rustc = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores available, {rustc}")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let write = !args.iter().any(|a| a == "--no-write");
+    let s = if quick {
+        Settings { samples: 3, window: Duration::from_millis(150) }
+    } else {
+        Settings { samples: 7, window: Duration::from_millis(500) }
+    };
+    let started = Instant::now();
+    let mut r = Results::new();
+    macro_rules! all_single { ($($c:ty),*) => { $( single::<$c>(&s, &mut r); memory::<$c>(&mut r); )* } }
+    macro_rules! all_multi { ($($c:ty),*) => { $( multi::<$c>(&s, &mut r); )* } }
+    all_single!(
+        Ours,
+        SlotMapInline,
+        SlotMapBoxed,
+        StdRwLockSlotMap,
+        ParkingLotSlotMap,
+        ShardedSlab,
+        DashMap,
+        Papaya,
+        SccHashIndex,
+        ConcurrentSlotMap
+    );
+    arc_swap_reads(&s, &mut r);
+    all_multi!(
+        Ours,
+        StdRwLockSlotMap,
+        ParkingLotSlotMap,
+        ShardedSlab,
+        DashMap,
+        Papaya,
+        SccHashIndex,
+        ConcurrentSlotMap
+    );
+    // Ours after shrink_to_fit.
+    {
+        let (c, keys) = filled::<Ours>(N);
+        let before = IN_USE.load(Ordering::Relaxed);
+        let map_bytes = c.0.allocated_bytes();
+        for &k in &keys {
+            c.remove(k);
+        }
+        c.0.reclaim();
+        c.0.shrink_to_fit();
+        let kept = c.0.allocated_bytes();
+        let _ = before;
+        record(
+            &mut r,
+            "memory: slot bytes kept after remove-all + reclaim + shrink_to_fit",
+            Ours::NAME,
+            kept as f64,
+            "bytes",
+        );
+        record(
+            &mut r,
+            "memory: slot bytes at 100k live (before shrink)",
+            Ours::NAME,
+            map_bytes as f64,
+            "bytes",
+        );
+    }
+    let table = table(&r);
+    let targets = targets(&r);
+    println!("{table}");
+    println!("\n## Targets\n");
+    for t in &targets {
+        println!("- [{}] {}", if t.pass { "pass" } else { "FAIL" }, t.text);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("\nreport took {elapsed:.0}s ({} mode)", if quick { "quick" } else { "full" });
+    if !write {
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let charts = [
+        ("get_hit (guard per batch of 256)", "bench-get-hit-guard.svg"),
+        ("get_hit (pin per lookup)", "bench-get-hit-pin.svg"),
+        ("insert + remove (100k live)", "bench-insert-remove.svg"),
+        ("mixed pin per lookup: reads/s (1 reader + 1 writer)", "bench-mixed-reads.svg"),
+        ("memory: bytes per live entry (100k)", "bench-memory.svg"),
+    ];
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Benchmarks\n\nGenerated by `cargo run --release -p benches --bin report{}` (this file and the SVG \
+         charts are rewritten by each run; re-run it when the engine changes). Criterion benches of the \
+         lookups: `cargo bench -p benches`.\n\nMachine: {}. Multi-threaded figures are **2-thread** figures \
+         (the machine has 2 vCPUs, shared and noisy: compare ratios within one run, not absolute numbers \
+         across runs). Medians of {} samples; value: a 64-byte rule; 100 000 live entries.\n",
+        if quick { " -- --quick" } else { "" },
+        machine(),
+        s.samples
+    );
+    let _ = writeln!(md, "## Targets\n");
+    for t in &targets {
+        let _ = writeln!(md, "- **{}** {}", if t.pass { "pass" } else { "FAIL" }, t.text);
+    }
+    let _ = writeln!(md, "\n## Charts\n");
+    for (workload, file) in charts {
+        if let Some(by) = r.get(workload)
+            && chart(root.join(file).to_str().unwrap(), workload, by).is_ok()
+        {
+            let _ = writeln!(md, "![{workload}]({file})\n");
+        }
+    }
+    let _ = writeln!(md, "## All results\n{table}\nReport took {elapsed:.0} s.");
+    std::fs::write(root.join("benchmarks.md"), md).expect("write docs/benchmarks.md");
+    println!("wrote docs/benchmarks.md");
+}

@@ -1,0 +1,228 @@
+//! Long randomized stress with invariant checks.
+//!
+//! `cargo run --release -p epoch-slotmap --example stress -- --seconds 20 [--threads N] [--ops N]`
+//!
+//! N threads (default: cores x 2) run random insert / get / remove / replace / update /
+//! retain / iter / take on one map. Values record the key they were inserted under and a
+//! generation stamp. Checked continuously: a key never returns a value inserted under another
+//! key; a value is never seen after `take` returned it; at the end, every value was dropped
+//! exactly once (a drop ledger), `len()` equals the ledger's live count, and `reclaim()`
+//! brings `pending` to 0. Prints ops/s and the checks; exits non-zero on any violation.
+#![allow(clippy::print_stdout)]
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use epoch_slotmap::{DefaultKey, Key, KeyData, SlotMap};
+
+#[derive(Default)]
+struct Ledger {
+    created: AtomicUsize,
+    dropped: AtomicUsize,
+    double_drops: AtomicUsize,
+    violations: AtomicUsize,
+}
+
+struct Value {
+    key: u64,
+    stamp: u64,
+    alive: AtomicBool,
+    taken: Arc<AtomicBool>,
+    ledger: Arc<Ledger>,
+}
+
+impl Value {
+    fn new(key: DefaultKey, stamp: u64, ledger: &Arc<Ledger>) -> Self {
+        ledger.created.fetch_add(1, Ordering::Relaxed);
+        Self {
+            key: key.data().as_ffi(),
+            stamp,
+            alive: AtomicBool::new(true),
+            taken: Arc::new(AtomicBool::new(false)),
+            ledger: ledger.clone(),
+        }
+    }
+}
+
+impl Drop for Value {
+    fn drop(&mut self) {
+        if self.alive.swap(false, Ordering::AcqRel) {
+            self.ledger.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.ledger.double_drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn violation(ledger: &Ledger, what: &str) {
+    if ledger.violations.fetch_add(1, Ordering::Relaxed) < 10 {
+        eprintln!("VIOLATION: {what}");
+    }
+}
+
+/// Checks a value read under `key`.
+fn check(ledger: &Ledger, key: DefaultKey, v: &Value) {
+    if v.key != key.data().as_ffi() {
+        violation(ledger, "a key returned a value inserted under another key");
+    }
+    if !v.alive.load(Ordering::Acquire) {
+        violation(ledger, "a value was visible after its drop");
+    }
+    if v.taken.load(Ordering::Acquire) {
+        violation(ledger, "a value was visible after take() returned it");
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn main() -> ExitCode {
+    let mut seconds = 10.0f64;
+    let mut threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let mut max_ops = u64::MAX;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let v = args.next().unwrap_or_default();
+        match a.as_str() {
+            "--seconds" => seconds = v.parse().expect("--seconds N"),
+            "--threads" => threads = v.parse().expect("--threads N"),
+            "--ops" => max_ops = v.parse().expect("--ops N"),
+            _ => {
+                eprintln!("usage: stress [--seconds N] [--threads N] [--ops N]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let ledger = Arc::new(Ledger::default());
+    let map: SlotMap<DefaultKey, Value> = SlotMap::new();
+    // Keys shared across threads, so lookups hit other threads' values (and stale keys).
+    let shared: Vec<AtomicU64> = (0..4096).map(|_| AtomicU64::new(0)).collect();
+    let ops = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (map, ledger, shared, ops, stop) = (&map, &ledger, &shared, &ops, &stop);
+            s.spawn(move || {
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1) * 0x1234_5678_9ABC));
+                let mut mine: Vec<DefaultKey> = Vec::new();
+                let mut local = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..64 {
+                        let roll = rng.next_u64() % 1000;
+                        let slot = (rng.next_u64() % shared.len() as u64) as usize;
+                        if roll < 250 || mine.is_empty() {
+                            let k = map.insert_with_key(|k| Value::new(k, local, ledger));
+                            shared[slot].store(k.data().as_ffi(), Ordering::Relaxed);
+                            mine.push(k);
+                        } else if roll < 600 {
+                            let k: DefaultKey =
+                                KeyData::from_ffi(shared[slot].load(Ordering::Relaxed)).into();
+                            if let Some(v) = map.pin().get(k) {
+                                check(ledger, k, v);
+                            }
+                        } else if roll < 800 {
+                            let at = (rng.next_u64() % mine.len() as u64) as usize;
+                            let k = mine.swap_remove(at);
+                            if !map.remove(k) {
+                                violation(ledger, "a live key of this thread could not be removed");
+                            }
+                        } else if roll < 880 {
+                            let k = mine[(rng.next_u64() % mine.len() as u64) as usize];
+                            if map.replace(k, Value::new(k, local, ledger)).is_err() {
+                                violation(ledger, "replace of a live key failed");
+                            }
+                        } else if roll < 960 {
+                            let k = mine[(rng.next_u64() % mine.len() as u64) as usize];
+                            let ok = map.update(k, |old| {
+                                check(ledger, k, old);
+                                Value::new(k, old.stamp + 1, ledger)
+                            });
+                            if !ok {
+                                violation(ledger, "update of a live key failed");
+                            }
+                        } else if roll < 990 {
+                            let guard = map.pin();
+                            let mut n = 0;
+                            for (k, v) in guard.iter() {
+                                check(ledger, k, v);
+                                n += 1;
+                            }
+                            std::hint::black_box(n);
+                        } else if roll < 998 {
+                            let at = (rng.next_u64() % mine.len() as u64) as usize;
+                            let k = mine.swap_remove(at);
+                            match map.take(k) {
+                                Some(v) => {
+                                    check(ledger, k, &v);
+                                    v.taken.store(true, Ordering::Release);
+                                    // Nobody can see it now; dropping it here is the only drop.
+                                    drop(v);
+                                }
+                                None => violation(ledger, "take of a live key returned None"),
+                            }
+                        } else {
+                            // retain: drop this thread's values with an odd stamp.
+                            let mine_set: std::collections::HashSet<u64> =
+                                mine.iter().map(|k| k.data().as_ffi()).collect();
+                            map.retain(|k, v| {
+                                check(ledger, k, v);
+                                !(mine_set.contains(&k.data().as_ffi()) && v.stamp % 2 == 1)
+                            });
+                            mine.retain(|&k| map.contains_key(k));
+                        }
+                        local += 1;
+                    }
+                    if ops.fetch_add(64, Ordering::Relaxed) + 64 >= max_ops
+                        || start.elapsed().as_secs_f64() >= seconds
+                    {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                mine.len()
+            });
+        }
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let total_ops = ops.load(Ordering::Relaxed);
+    let live = ledger.created.load(Ordering::Relaxed) - ledger.dropped.load(Ordering::Relaxed);
+    let len_ok = map.len() == live;
+    map.reclaim();
+    let pending_ok = map.stats().pending == 0;
+    let live_after = ledger.created.load(Ordering::Relaxed) - ledger.dropped.load(Ordering::Relaxed);
+    let len_after_ok = map.len() == live_after;
+    let len = map.len();
+    drop(map);
+    let all_dropped = ledger.created.load(Ordering::Relaxed) == ledger.dropped.load(Ordering::Relaxed);
+    let double = ledger.double_drops.load(Ordering::Relaxed);
+    let violations = ledger.violations.load(Ordering::Relaxed);
+    println!(
+        "stress: {threads} threads, {elapsed:.1}s, {total_ops} ops ({:.0} ops/s), {} values created",
+        total_ops as f64 / elapsed,
+        ledger.created.load(Ordering::Relaxed)
+    );
+    let checks = [
+        ("no key returned another key's value, no value seen after drop or take", violations == 0),
+        ("len() == ledger live count after reclaim (quiescent)", len_after_ok),
+        ("pending == 0 after reclaim()", pending_ok),
+        ("every value dropped exactly once (map dropped)", all_dropped && double == 0),
+    ];
+    let _ = len_ok;
+    let mut ok = true;
+    for (what, pass) in checks {
+        println!("  [{}] {what}", if pass { "ok" } else { "FAILED" });
+        ok &= pass;
+    }
+    println!("  live values at the end: {len}; violations: {violations}; double drops: {double}");
+    let _ = Duration::ZERO;
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
