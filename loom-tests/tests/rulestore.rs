@@ -62,7 +62,7 @@ fn after_move(store: &RuleStore<R>, id: rulestore::RuleId) {
 // would have moved back; looking at the old kind first and then the new, a rule seen in
 // neither was in no kind at some moment.
 static NEVER_BOTH: Outcomes = Outcomes::new();
-scenario!(replace_changing_kind_vs_of_kind_never_both, heavy, NEVER_BOTH => ["old kind", "new kind", "none yet"], |r: Reclaimer| {
+scenario!(replace_changing_kind_vs_of_kind_never_both, store, NEVER_BOTH => ["old kind", "new kind", "none yet"], |r: Reclaimer| {
     let (store, id, writer) = moving(r);
     let reader = {
         let store = store.clone();
@@ -80,7 +80,7 @@ scenario!(replace_changing_kind_vs_of_kind_never_both, heavy, NEVER_BOTH => ["ol
 });
 
 static NEVER_NEITHER: Outcomes = Outcomes::new();
-scenario!(replace_changing_kind_vs_of_kind_never_neither, heavy, NEVER_NEITHER => ["old kind", "new kind", "both in turn"], |r: Reclaimer| {
+scenario!(replace_changing_kind_vs_of_kind_never_neither, store, NEVER_NEITHER => ["old kind", "new kind", "both in turn"], |r: Reclaimer| {
     let (store, id, writer) = moving(r);
     let reader = {
         let store = store.clone();
@@ -101,7 +101,7 @@ scenario!(replace_changing_kind_vs_of_kind_never_neither, heavy, NEVER_NEITHER =
 });
 
 static REMOVE_KIND: Outcomes = Outcomes::new();
-scenario!(remove_kind_vs_add_of_that_kind, heavy, REMOVE_KIND => ["add first", "remove first"], |r: Reclaimer| {
+scenario!(remove_kind_vs_add_of_that_kind, store, REMOVE_KIND => ["add first", "remove first"], |r: Reclaimer| {
     let store = Arc::new(store(r));
     let first = store.add(R { kind: 1, tag: 0 });
     let remover = {

@@ -3,7 +3,7 @@
 //! `cargo run --release -p epoch-slotmap --example stress -- --seconds 20 [--threads N] [--ops N]`
 //!
 //! N threads (default: cores x 2) run random insert / get / remove / replace / update /
-//! retain / iter / take on one map. Values record the key they were inserted under and a
+//! retain / iter / take / shrink_to_fit on one map. Values record the key they were inserted under and a
 //! generation stamp. Checked continuously: a key never returns a value inserted under another
 //! key; a value is never seen after `take` returned it; at the end, every value was dropped
 //! exactly once (a drop ledger), `len()` equals the ledger's live count, and `reclaim()`
@@ -170,6 +170,9 @@ fn main() -> ExitCode {
                                 }
                                 None => violation(ledger, "take of a live key returned None"),
                             }
+                        } else if roll == 999 && local % 16 == 0 {
+                            // Give back wholly vacant pages while everyone else keeps going.
+                            map.shrink_to_fit();
                         } else {
                             // retain: drop this thread's values with an odd stamp.
                             let mine_set: std::collections::HashSet<u64> =

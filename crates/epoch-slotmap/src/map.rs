@@ -1003,8 +1003,7 @@ impl<K: Key, V> Drop for SlotMap<K, V> {
                 {
                     match first_panic {
                         None => first_panic = Some(panic),
-                        // Not dropped: a payload whose own `Drop` panics would unwind here.
-                        Some(_) => std::mem::forget(panic),
+                        Some(_) => crate::retire::drop_payload(panic),
                     }
                 }
             }

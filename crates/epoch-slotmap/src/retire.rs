@@ -408,7 +408,14 @@ struct Batch<V> {
 /// lost (the panic hook has already reported it).
 fn drop_quietly<V>(value: V) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
-        // Not dropped: a payload whose own `Drop` panics would unwind out of the batch.
-        std::mem::forget(payload);
+        drop_payload(payload);
+    }
+}
+
+/// Drops a panic payload without letting a panic in the payload's own `Drop` unwind further
+/// (that second payload is leaked: a panic while dropping a panic while dropping a value).
+pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    if let Err(nested) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(nested);
     }
 }

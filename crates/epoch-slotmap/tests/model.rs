@@ -33,7 +33,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 256 }, ..ProptestConfig::default() })]
+    // Under Miri: fewer cases, and no failure file (Miri's isolation has no file system).
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 4 } else { 256 },
+        failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn behaves_like_slotmap(ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 40 } else { 300 })) {
