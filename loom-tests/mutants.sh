@@ -10,7 +10,7 @@ declare -A first=(
   [free_at_once]="get_vs_remove::grace"
   [no_version_check]="stale_key_after_reuse::grace"
   [relaxed_publish]="insert_publishes_the_value_with_the_key::grace"
-  [untagged_free_list]="free_list_aba_three_actors::grace"
+  [untagged_free_list]="free_list_aba_through_a_panicking_insert::grace"
   [remove_keeps_version]="stale_key_after_reuse::grace"
   [reclaim_without_wait]="reclaim_vs_pinned_reader::grace"
   [take_without_wait]="take_vs_get::grace"
@@ -35,7 +35,7 @@ for m in "${order[@]}"; do
     killed=$((killed + 1))
     scenario=$(sed -n 's/.*scenario=\([^ ]*\).*/\1/p' <<<"$line")
     execs=$(sed -n 's/.*executions=\([0-9]*\).*/\1/p' <<<"$line")
-    why=$(grep -m1 -A1 "panicked" <<<"$out" | tail -1 | cut -c1-70)
+    why=$(grep -A1 "panicked" <<<"$out" | tail -1 | cut -c1-70)
     table+=("$(printf '%-26s killed   by %-48s after %8s executions (%ss) %s' "$m" "$scenario" "${execs:-?}" "$secs" "$why")")
   else
     table+=("$(printf '%-26s SURVIVED (%ss)' "$m" "$secs")")

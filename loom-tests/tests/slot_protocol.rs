@@ -486,3 +486,47 @@ scenario!(insert_publishes_the_value_with_the_key, PUBLISH => ["hit", "not yet"]
     drop(map);
     side.assert_all_dropped([0]);
 });
+
+static ABA_PANIC: Outcomes = Outcomes::new();
+scenario!(free_list_aba_through_a_panicking_insert, heavy, ABA_PANIC => ["no overlap"], |r: Reclaimer| {
+    // The one push that needs no grace period: an insert whose closure panics gives its slot
+    // back at once. Inside that closure another insert pops the next slot, so the list goes
+    // a -> b -> c, then (b taken, a given back) a -> c: the ABA pattern for a pop that read
+    // head a and a.next = b in between. Its CAS must fail (the tag moved on).
+    let map: Arc<SlotMap<DefaultKey, usize>> = Arc::new(r.map());
+    let setup: Vec<_> = (0..4).map(|i| map.insert(i)).collect();
+    for k in &setup {
+        map.remove(*k);
+    }
+    map.reclaim();
+    let popper = {
+        let map = map.clone();
+        thread::spawn(move || map.insert(10))
+    };
+    let churner = {
+        let map = map.clone();
+        thread::spawn(move || {
+            let mut inner = None;
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                map.insert_with_key(|_| {
+                    inner = Some(map.insert(20));
+                    panic!("closure fails after another insert")
+                })
+            }));
+            assert!(result.is_err());
+            inner.unwrap()
+        })
+    };
+    let k10 = popper.join().unwrap();
+    let k20 = churner.join().unwrap();
+    let k30 = map.insert(30);
+    let k40 = map.insert(40);
+    let mut indexes: Vec<_> = [k10, k20, k30, k40].iter().map(|k| index(*k)).collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), 4, "a slot was handed out twice");
+    for (k, v) in [(k10, 10), (k20, 20), (k30, 30), (k40, 40)] {
+        assert_eq!(map.get_cloned(k), Some(v));
+    }
+    ABA_PANIC.record("no overlap");
+});

@@ -35,7 +35,7 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     // Under Miri: fewer cases, and no failure file (Miri's isolation has no file system).
     #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 4 } else { 256 },
+        cases: if cfg!(miri) { 4 } else { ProptestConfig::default().cases },
         failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
         ..ProptestConfig::default()
     })]
