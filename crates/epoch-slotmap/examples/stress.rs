@@ -170,7 +170,7 @@ fn main() -> ExitCode {
                                 }
                                 None => violation(ledger, "take of a live key returned None"),
                             }
-                        } else if roll == 999 && local % 16 == 0 {
+                        } else if roll == 999 && local.is_multiple_of(16) {
                             // Give back wholly vacant pages while everyone else keeps going.
                             map.shrink_to_fit();
                         } else {
