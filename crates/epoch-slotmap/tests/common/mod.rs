@@ -57,5 +57,5 @@ impl Drop for Tracked {
 
 /// Scales iteration counts down under Miri.
 pub fn scaled(n: usize) -> usize {
-    if cfg!(miri) { (n / 100).max(4) } else { n }
+    if cfg!(miri) { (n / 400).max(4) } else { n }
 }
