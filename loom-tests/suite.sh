@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg loom --cfg crossbeam_loom ${EXTRA_RUSTFLAGS:-}"
 export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-target-loom}"
 export CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
+mkdir -p "$CARGO_TARGET_DIR"
 cargo test --release -p loom-tests --tests --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
