@@ -246,28 +246,15 @@ impl Contender for ShardedSlab {
         self.0.get(k as usize).map(|r| checksum(&r))
     }
     fn iter_sum(&self) -> u64 {
-        // sharded-slab iterates only through `&mut`/owned access; use its unique iterator on
-        // a clone-free path: look up every index that can exist.
-        self.0.unique_iter_sum()
-    }
-}
-
-/// `Slab::unique_iter` needs `&mut`; iterate by index instead (what a shared reader can do).
-trait SlabIter {
-    fn unique_iter_sum(&self) -> u64;
-}
-
-impl SlabIter for sharded_slab::Slab<Rule> {
-    fn unique_iter_sum(&self) -> u64 {
-        // Indexes are packed (thread id, page, offset); probing them all is not meaningful,
-        // so iteration is reported as n/a for sharded-slab (see `ITER_UNSUPPORTED`).
+        // A shared `Slab` has no iterator (`unique_iter` needs `&mut`), and its packed indexes
+        // cannot be probed meaningfully: iteration is reported as n/a (`ITER_UNSUPPORTED`).
         0
     }
 }
 
 // -- hash maps ----------------------------------------------------------------------------
 
-type Fx = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+type StdHasher = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 
 pub struct DashMap(dashmap::DashMap<u64, Rule>, AtomicU64);
 
@@ -412,7 +399,7 @@ impl Contender for ConcurrentSlotMap {
 
 /// A copy-on-write snapshot (`ArcSwap<HashMap>`): reads are one atomic load; every write
 /// copies the whole table, so it only runs in read workloads and at small sizes.
-pub struct ArcSwapSnapshot(arc_swap::ArcSwap<HashMap<u64, Rule, Fx>>, AtomicU64);
+pub struct ArcSwapSnapshot(arc_swap::ArcSwap<HashMap<u64, Rule, StdHasher>>, AtomicU64);
 
 impl Contender for ArcSwapSnapshot {
     const NAME: &'static str = "arc-swap snapshot";
@@ -461,7 +448,7 @@ impl Contender for ArcSwapSnapshot {
 impl ArcSwapSnapshot {
     /// Builds the snapshot in one go (inserting one by one would be quadratic).
     pub fn bulk(n: u64) -> (Self, Vec<u64>) {
-        let map: HashMap<u64, Rule, Fx> = (1..=n).map(|k| (k, Rule::new(k))).collect();
+        let map: HashMap<u64, Rule, StdHasher> = (1..=n).map(|k| (k, Rule::new(k))).collect();
         (Self(arc_swap::ArcSwap::from_pointee(map), AtomicU64::new(n + 1)), (1..=n).collect())
     }
 }

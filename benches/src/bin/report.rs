@@ -75,27 +75,7 @@ fn record(r: &mut Results, workload: &str, who: &'static str, value: f64, unit: 
 fn single<C: Contender>(s: &Settings, r: &mut Results) {
     let who = C::NAME;
     let (c, keys) = filled::<C>(N);
-    record(
-        r,
-        "get_hit (guard per batch of 256)",
-        who,
-        ns_per_op(s, || {
-            std::hint::black_box(keys.chunks(BATCH).map(|b| c.read_batch(b)).sum::<u64>());
-            keys.len()
-        }),
-        "ns/lookup",
-    );
-    record(
-        r,
-        "get_hit (pin per lookup)",
-        who,
-        ns_per_op(s, || {
-            let sum: u64 = keys.iter().map(|&k| c.read(k).unwrap_or(0)).sum();
-            std::hint::black_box(sum);
-            keys.len()
-        }),
-        "ns/lookup",
-    );
+    get_hit(s, r, who, &c, &keys);
     iteration::<C>(s, r, &c, "iter (100% occupancy)");
     if !C::WRITES {
         return;
@@ -175,10 +155,9 @@ fn iteration<C: Contender>(s: &Settings, r: &mut Results, c: &C, workload: &str)
 }
 
 fn memory<C: Contender>(r: &mut Results) {
-    let before = IN_USE.load(Ordering::Relaxed);
     let c = C::new();
-    let keys: Vec<u64> = Vec::with_capacity(N);
-    let mut keys = keys;
+    let mut keys: Vec<u64> = Vec::with_capacity(N);
+    // Counted from here, so the key vector itself is not attributed to the contender.
     let keys_bytes = IN_USE.load(Ordering::Relaxed);
     for i in 0..N {
         keys.push(c.insert(Rule::new(i as u64)));
@@ -192,7 +171,6 @@ fn memory<C: Contender>(r: &mut Results) {
     let after = IN_USE.load(Ordering::Relaxed) - keys_bytes;
     record(r, "memory: bytes kept after remove-all + quiescence", C::NAME, after as f64, "bytes");
     drop(c);
-    let _ = before;
 }
 
 /// Reader and writer throughput with one writer replacing at full speed.
@@ -345,30 +323,24 @@ fn multi<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results) {
     mix::<C>(s, r, "Exchange 10/40/40/10", [10, 40, 40, 10]);
 }
 
+/// `get_hit` in both forms: one guard per batch of 256 lookups, and one pin per lookup.
+fn get_hit<C: Contender>(s: &Settings, r: &mut Results, who: &'static str, c: &C, keys: &[u64]) {
+    let per_batch = ns_per_op(s, || {
+        std::hint::black_box(keys.chunks(BATCH).map(|b| c.read_batch(b)).sum::<u64>());
+        keys.len()
+    });
+    record(r, "get_hit (guard per batch of 256)", who, per_batch, "ns/lookup");
+    let per_pin = ns_per_op(s, || {
+        std::hint::black_box(keys.iter().map(|&k| c.read(k).unwrap_or(0)).sum::<u64>());
+        keys.len()
+    });
+    record(r, "get_hit (pin per lookup)", who, per_pin, "ns/lookup");
+}
+
 fn arc_swap_reads(s: &Settings, r: &mut Results) {
     let (c, mut keys) = ArcSwapSnapshot::bulk(N as u64);
     Rng(3).shuffle(&mut keys);
-    let who = ArcSwapSnapshot::NAME;
-    record(
-        r,
-        "get_hit (guard per batch of 256)",
-        who,
-        ns_per_op(s, || {
-            std::hint::black_box(keys.chunks(BATCH).map(|b| c.read_batch(b)).sum::<u64>());
-            keys.len()
-        }),
-        "ns/lookup",
-    );
-    record(
-        r,
-        "get_hit (pin per lookup)",
-        who,
-        ns_per_op(s, || {
-            std::hint::black_box(keys.iter().map(|&k| c.read(k).unwrap_or(0)).sum::<u64>());
-            keys.len()
-        }),
-        "ns/lookup",
-    );
+    get_hit(s, r, ArcSwapSnapshot::NAME, &c, &keys);
 }
 
 fn get(r: &Results, workload: &str, who: &str) -> Option<f64> {
@@ -613,7 +585,6 @@ fn main() {
     // Ours after shrink_to_fit.
     {
         let (c, keys) = filled::<Ours>(N);
-        let before = IN_USE.load(Ordering::Relaxed);
         let map_bytes = c.0.allocated_bytes();
         for &k in &keys {
             c.remove(k);
@@ -621,7 +592,6 @@ fn main() {
         c.0.reclaim();
         c.0.shrink_to_fit();
         let kept = c.0.allocated_bytes();
-        let _ = before;
         record(
             &mut r,
             "memory: slot bytes kept after remove-all + reclaim + shrink_to_fit",

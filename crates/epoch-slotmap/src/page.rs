@@ -83,8 +83,10 @@ impl<V> PageTable<V> {
             return None;
         }
         // SAFETY: `base` is a published page of `page_len(page)` slots (module invariant) and
-        // `offset < page_len(page)` by `locate`; pages live until the table is dropped, which
-        // needs `&mut self`, so the reference cannot outlive the page.
+        // `offset < page_len(page)` by `locate`. A page's memory is freed only by the table's
+        // drop (`&mut self`) or, after `release`, through the domain once every pin that could
+        // have loaded `base` is gone; callers are pinned or own a slot of the page (module
+        // header), so the reference cannot outlive the memory.
         Some(unsafe { &*base.add(offset) })
     }
 
@@ -101,8 +103,8 @@ impl<V> PageTable<V> {
         if base.is_null() {
             return None;
         }
-        // SAFETY: as in `slot`: a published page of `page_len(page)` initialised slots that
-        // lives as long as `self`.
+        // SAFETY: as in `slot`: a published page of `page_len(page)` initialised slots, kept
+        // alive by the caller's pin (or `&mut`) per the module header.
         Some(unsafe { std::slice::from_raw_parts(base, page_len(page)) })
     }
 
