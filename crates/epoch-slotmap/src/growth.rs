@@ -17,6 +17,8 @@
 use crate::domain::Domain;
 use crate::page::{PAGES, locate, page_len, page_start};
 use crate::retire::Shared;
+#[cfg(feature = "serde")]
+use crate::slot::Slot;
 use crate::slot::{LINK_MASK, NIL};
 use crate::sync::{AtomicUsize, Ordering};
 
@@ -32,7 +34,7 @@ pub(crate) enum Grow {
 
 impl<V> Shared<V> {
     /// Slots of `page` below the map's limit.
-    fn usable(&self, page: usize) -> usize {
+    pub(crate) fn usable(&self, page: usize) -> usize {
         page_len(page).min(self.max_slots.saturating_sub(page_start(page)))
     }
 
@@ -65,6 +67,17 @@ impl<V> Shared<V> {
             self.free.push_chain(&self.pages, first, last);
         }
         keep_first.then_some(start)
+    }
+
+    /// Installs `page` in a map no other thread can reach yet (restoring a snapshot) and
+    /// returns its slots, all owned by the caller and none on the free list; `None` if the
+    /// page exists already.
+    #[cfg(feature = "serde")]
+    pub(crate) fn restore_page(&self, page: usize) -> Option<&[Slot<V>]> {
+        let slots = self.pages.install(page)?;
+        // Relaxed: a statistic.
+        self.counters.capacity.fetch_add(self.usable(page), Ordering::Relaxed);
+        Some(slots)
     }
 
     /// The work of `SlotMap::shrink_to_fit` (the caller holds the reclaim lock).

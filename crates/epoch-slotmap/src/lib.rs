@@ -75,6 +75,19 @@
 //! work with them. Each slot goes through at most 2^31 occupants; a slot whose version would
 //! wrap is retired for good (`stats().retired`), so no stale key can ever alias a new value.
 //!
+//! # Features
+//!
+//! - `serde`: `Serialize` for [`SlotMap`] and [`Guard`] (what one guard sees) and
+//!   `Deserialize` for [`SlotMap`]. A restored map gives every key of the snapshot the same
+//!   value; vacant slots keep their versions, retired slots stay retired and released pages
+//!   keep their watermarks, so every key that was dead stays dead. Malformed input is an
+//!   error, never a panic, and a restore allocates in proportion to its input.
+//! - `metrics`: `SlotMap::publish_metrics` and `Stats::publish_metrics` set gauges
+//!   (`{prefix}_len`, `_capacity`, `_vacant`, `_retired`, `_pending`, and for the map
+//!   `_allocated_bytes`) through the [`metrics`](https://docs.rs/metrics) facade.
+//!
+//! `docs/reclamation.md` in the repository is the guide to when memory comes back.
+//!
 //! # Loom
 //!
 //! Built with `RUSTFLAGS="--cfg loom --cfg crossbeam_loom"` and the `loom` feature, the crate
@@ -86,14 +99,23 @@
 
 mod domain;
 mod free_list;
+#[cfg(feature = "metrics")]
+mod gauges;
 mod growth;
 mod guard;
 mod map;
 mod page;
 mod retire;
 mod slot;
+#[cfg(feature = "serde")]
+mod snapshot;
 mod sync;
 
 pub use guard::{Guard, Iter};
 pub use map::{InsertError, IntoIter, SlotMap, Stats};
 pub use slotmap::{DefaultKey, Key, KeyData, new_key_type};
+
+/// The examples of `docs/reclamation.md`, run as doctests so the guide stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/reclamation.md")]
+pub struct ReclamationGuide;

@@ -16,7 +16,7 @@ use crate::growth::Grow;
 use crate::guard::Guard;
 use crate::page::{MAX_SLOTS, locate};
 use crate::retire::{Shared, SharedBox};
-use crate::slot::Retired;
+use crate::slot::{FRESH_VERSION, Retired};
 use crate::sync::{Ordering, yield_now};
 
 /// Above this many pending values, writers help reclaim (see `run_batches`).
@@ -131,7 +131,7 @@ impl<V> std::error::Error for InsertError<V> {}
 /// ```
 pub struct SlotMap<K: Key, V> {
     pub(crate) shared: SharedBox<V>,
-    domain: Domain,
+    pub(crate) domain: Domain,
     _key: PhantomData<fn(K) -> K>,
 }
 
@@ -173,9 +173,12 @@ impl<K: Key, V> Default for SlotMap<K, V> {
 }
 
 impl<K: Key, V> SlotMap<K, V> {
-    fn build(capacity: usize, max_slots: usize, first_version: u32) -> Self {
+    pub(crate) fn build(capacity: usize, max_slots: usize, first_version: u32) -> Self {
         let map = Self {
-            shared: SharedBox::new(Shared::new(max_slots.min(MAX_SLOTS), first_version & !1)),
+            shared: SharedBox::new(Shared::new(
+                max_slots.min(MAX_SLOTS),
+                (first_version & !1).max(FRESH_VERSION),
+            )),
             domain: Domain::new(),
             _key: PhantomData,
         };
@@ -250,7 +253,7 @@ impl<K: Key, V> SlotMap<K, V> {
     }
 
     /// Test support: a map whose fresh slots start at version `first` (rounded down to
-    /// even), to reach the version limit quickly. Not part of the stable API.
+    /// even, at least 2), to reach the version limit quickly. Not part of the stable API.
     #[doc(hidden)]
     pub fn with_first_version(first: u32) -> Self {
         Self::build(0, MAX_SLOTS, first)

@@ -155,6 +155,22 @@ impl<V> PageTable<V> {
         }
     }
 
+    /// The watermark of page `page` (see the module header).
+    #[cfg(feature = "serde")]
+    pub(crate) fn watermark(&self, page: usize) -> u32 {
+        // Acquire: a released page's watermark was stored before the Release swap that
+        // unpublished it; a caller that saw the page absent (Acquire) sees the watermark.
+        self.watermark[page].load(Ordering::Acquire)
+    }
+
+    /// Sets the watermark of page `page` in a map no other thread can reach yet (restoring a
+    /// snapshot); `install` starts the page's slots there.
+    #[cfg(feature = "serde")]
+    pub(crate) fn set_watermark(&self, page: usize, version: u32) {
+        // Relaxed: the map is not shared yet; whoever receives it synchronises with us.
+        self.watermark[page].store(version, Ordering::Relaxed);
+    }
+
     /// The version fresh slots of `page` start with.
     fn start_version(&self, page: usize, order: Ordering) -> u32 {
         self.first_version.max(self.watermark[page].load(order))

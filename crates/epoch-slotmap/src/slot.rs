@@ -4,7 +4,8 @@
 //! value, and a key `(index, v)` is live exactly while `version == v`. Versions only grow: an
 //! insert moves `2n -> 2n+1`, a remove `2n+1 -> 2n+2`, so a key, once dead, never matches
 //! again. The remove from `u32::MAX` wraps to 0 and the slot is retired for good (it is never
-//! put back on the free list, see `retire.rs`).
+//! put back on the free list, see `retire.rs`). Version 0 means exactly that: fresh slots start
+//! at `FRESH_VERSION` (2) or above, so a snapshot can tell a retired slot from a fresh one.
 //!
 //! While the slot is live, `value` points either at the slot's own inline storage (the value
 //! `insert` wrote) or at a boxed [`Retired`] node holding a replacement (`replace`/`update`).
@@ -15,6 +16,9 @@ use std::mem::MaybeUninit;
 
 use crate::sync::{AtomicPtr, AtomicU32, Cell, Ordering};
 
+/// The version of a slot that was never used (the first key of a slot has version 3). 0 is
+/// kept for retired slots.
+pub(crate) const FRESH_VERSION: u32 = 2;
 /// End of a chain of slot links (free list, removed stack). Indexes stay below it.
 pub(crate) const NIL: u32 = 0x3FFF_FFFF;
 /// The link bits of `Slot::aux`.

@@ -11,9 +11,39 @@
 //! ```text
 //! cargo run --release -p rulestore --example service -- [--seconds N] [--readers N]
 //!     [--rules N] [--store epoch|rwlock] [--compare] [--plot PATH]
+//!     [--rules-file PATH] [--save-rules PATH] [--metrics-addr 127.0.0.1:PORT] [--quiet]
 //! ```
 //! `--store rwlock` runs the same workload on `RwLock<Vec<Arc<Rule>>>`, the direct translation
 //! of the Go design; `--compare` runs both and prints both summaries.
+//!
+//! `--rules-file` starts from the rules in a JSON file: either a store snapshot (as written by
+//! `--save-rules`, which keeps rule ids) or a plain array of routes, such as
+//! `[{"method": "Get", "prefix": "/svc1", "priority": 10, "backend": 3}]`.
+//! `--save-rules` writes the store's snapshot at the end of the run, before the rules are
+//! deleted. `--metrics-addr` serves the store's gauges (`rulestore_len`, `_capacity`,
+//! `_vacant`, `_retired`, `_pending`, `_allocated_bytes`), refreshed every second, in the
+//! Prometheus text format at `http://ADDR/metrics` (loopback addresses only). A scrape:
+//!
+//! ```text
+//! $ curl -s http://127.0.0.1:9898/metrics
+//! # TYPE rulestore_allocated_bytes gauge
+//! rulestore_allocated_bytes 1048576
+//!
+//! # TYPE rulestore_capacity gauge
+//! rulestore_capacity 16352
+//!
+//! # TYPE rulestore_len gauge
+//! rulestore_len 5136
+//!
+//! # TYPE rulestore_pending gauge
+//! rulestore_pending 285
+//!
+//! # TYPE rulestore_vacant gauge
+//! rulestore_vacant 11134
+//!
+//! # TYPE rulestore_retired gauge
+//! rulestore_retired 0
+//! ```
 #![allow(clippy::print_stdout)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -82,7 +112,7 @@ fn rss_bytes() -> u64 {
 // Rules and requests.
 
 /// HTTP methods: a rule's kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Method {
     Get,
     Post,
@@ -97,7 +127,7 @@ const METHODS: [Method; 6] =
 
 /// A routing rule: requests with this method and a path under `prefix` go to `backend`;
 /// among matches, the highest priority wins.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Route {
     pub method: Method,
     pub prefix: String,
@@ -168,6 +198,10 @@ trait Store: Send + Sync {
     fn quiesce(&self);
     /// Bytes of the store's own table storage (slot pages; the Vec's buffer).
     fn table_bytes(&self) -> usize;
+    /// Sets the `rulestore_*` gauges (a no-op without a `metrics` recorder).
+    fn publish_metrics(&self);
+    /// A JSON snapshot of the store, if it can make one.
+    fn snapshot_json(&self) -> Option<String>;
 }
 
 impl Store for RuleStore<Route> {
@@ -200,6 +234,12 @@ impl Store for RuleStore<Route> {
     }
     fn table_bytes(&self) -> usize {
         self.allocated_bytes()
+    }
+    fn publish_metrics(&self) {
+        RuleStore::publish_metrics(self, "rulestore");
+    }
+    fn snapshot_json(&self) -> Option<String> {
+        serde_json::to_string(self).ok()
     }
 }
 
@@ -260,6 +300,12 @@ impl Store for RwLockStore {
     fn table_bytes(&self) -> usize {
         self.rules.read().unwrap().capacity() * size_of::<(u64, Arc<Route>)>()
     }
+    fn publish_metrics(&self) {
+        metrics::gauge!("rulestore_len").set(self.len() as f64);
+    }
+    fn snapshot_json(&self) -> Option<String> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -276,6 +322,12 @@ pub struct Config {
     pub plot: Option<String>,
     /// Print the per-second lines.
     pub verbose: bool,
+    /// Start from the rules in this JSON file.
+    pub rules_file: Option<String>,
+    /// Write the store's snapshot here at the end of the run.
+    pub save_rules: Option<String>,
+    /// Serve the gauges in the Prometheus format on this loopback address.
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for Config {
@@ -288,6 +340,9 @@ impl Default for Config {
             compare: false,
             plot: None,
             verbose: true,
+            rules_file: None,
+            save_rules: None,
+            metrics_addr: None,
         }
     }
 }
@@ -352,7 +407,7 @@ impl Summary {
     }
 }
 
-fn run_store<S: Store + 'static>(store: Arc<S>, config: &Config) -> Summary {
+fn run_store<S: Store + 'static>(store: Arc<S>, initial: Vec<(S::Id, Method)>, config: &Config) -> Summary {
     let stop = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicU64::new(0));
     let updates = Arc::new(AtomicU64::new(0));
@@ -390,7 +445,8 @@ fn run_store<S: Store + 'static>(store: Arc<S>, config: &Config) -> Summary {
         let target = config.rules;
         std::thread::spawn(move || {
             let mut rng = Rng(0xDEAD_BEEF_CAFE_F00D);
-            let mut ids: Vec<(S::Id, Method)> = Vec::with_capacity(target * 2);
+            let mut ids: Vec<(S::Id, Method)> = initial;
+            ids.reserve(target * 2);
             let probe = store.add(random_route(&mut rng));
             store.remove(probe);
             started.wait();
@@ -430,6 +486,8 @@ fn run_store<S: Store + 'static>(store: Arc<S>, config: &Config) -> Summary {
         })
     };
 
+    // Registers the gauges before the baseline (a no-op without a recorder).
+    store.publish_metrics();
     let table_bytes_at_baseline = store.table_bytes();
     // Everything the run allocates up front exists by now; the rules do not.
     let baseline_heap = heap_in_use();
@@ -452,6 +510,7 @@ fn run_store<S: Store + 'static>(store: Arc<S>, config: &Config) -> Summary {
             rss: rss_bytes(),
         };
         (last_requests, last_updates, last_t) = (r, u, t);
+        store.publish_metrics();
         peak_heap = peak_heap.max(sample.heap);
         if config.verbose {
             println!(
@@ -477,6 +536,13 @@ fn run_store<S: Store + 'static>(store: Arc<S>, config: &Config) -> Summary {
     }
     let live = control.join().expect("the control plane panicked");
     assert_eq!(store.len(), live, "the store's count disagrees with the control plane's");
+    if let Some(path) = &config.save_rules {
+        match store.snapshot_json().map(|json| std::fs::write(path, json)) {
+            Some(Ok(())) => println!("rules saved to {path} ({live} rules)"),
+            Some(Err(e)) => eprintln!("could not save the rules to {path}: {e}"),
+            None => eprintln!("store={} cannot save a snapshot", config.store),
+        }
+    }
 
     // Delete every rule, kind by kind, then release what they held.
     let removed: usize = METHODS.iter().map(|&m| store.remove_kind(m)).sum();
@@ -496,15 +562,75 @@ fn run_store<S: Store + 'static>(store: Arc<S>, config: &Config) -> Summary {
     }
 }
 
-/// Runs one store per `config.store`.
-pub fn run(config: &Config) -> Summary {
-    match config.store.as_str() {
-        "rwlock" => run_store(
-            Arc::new(RwLockStore { rules: RwLock::new(Vec::new()), next: AtomicU64::new(1) }),
-            config,
-        ),
-        _ => run_store(Arc::new(RuleStore::<Route>::new()), config),
+/// Reads a rules file: a store snapshot (ids kept) or a JSON array of routes.
+pub fn load_rules(path: &str) -> Result<RuleStore<Route>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    if text.trim_start().starts_with('[') {
+        let routes: Vec<Route> = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+        let store = RuleStore::new();
+        for route in routes {
+            store.add(route);
+        }
+        Ok(store)
+    } else {
+        serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))
     }
+}
+
+/// Runs one store per `config.store`, starting from the rules of `initial` (a loaded rules
+/// file) if any.
+pub fn run_with(config: &Config, initial: Option<&RuleStore<Route>>) -> Summary {
+    match config.store.as_str() {
+        "rwlock" => {
+            let store = Arc::new(RwLockStore { rules: RwLock::new(Vec::new()), next: AtomicU64::new(1) });
+            let rules =
+                initial.map(|initial| initial.pin().iter().map(|(_, r)| r.clone()).collect::<Vec<_>>());
+            let ids = rules.unwrap_or_default().into_iter().map(|r| (r.method, store.add(r)));
+            let ids = ids.map(|(method, id)| (id, method)).collect();
+            run_store(store, ids, config)
+        }
+        _ => {
+            // A copy of the loaded store through its snapshot, so every id is kept.
+            let store: RuleStore<Route> = match initial {
+                Some(initial) => serde_json::to_string(initial)
+                    .and_then(|json| serde_json::from_str(&json))
+                    .expect("a store's own snapshot restores"),
+                None => RuleStore::new(),
+            };
+            let ids = store.pin().iter().map(|(id, route)| (id, route.method)).collect();
+            run_store(Arc::new(store), ids, config)
+        }
+    }
+}
+
+/// Runs one store per `config.store`, from scratch.
+pub fn run(config: &Config) -> Summary {
+    run_with(config, None)
+}
+
+/// Serves the Prometheus scrape of `handle` at `addr` (loopback only) on a background thread.
+fn serve_metrics(addr: &str, handle: metrics_exporter_prometheus::PrometheusHandle) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    if !local.ip().is_loopback() {
+        return Err(format!("--metrics-addr {addr}: only loopback addresses are served"));
+    }
+    println!("metrics: http://{local}/metrics");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request);
+            let body = handle.render();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(())
 }
 
 fn plot(path: &str, runs: &[Summary]) -> Result<(), Box<dyn std::error::Error>> {
@@ -552,6 +678,7 @@ fn plot(path: &str, runs: &[Summary]) -> Result<(), Box<dyn std::error::Error>> 
 
 fn parse_args() -> Result<Config, String> {
     let mut config = Config::default();
+    let mut explicit_rules = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -562,7 +689,10 @@ fn parse_args() -> Result<Config, String> {
             "--readers" => {
                 config.readers = value("--readers")?.parse().map_err(|e| format!("--readers: {e}"))?
             }
-            "--rules" => config.rules = value("--rules")?.parse().map_err(|e| format!("--rules: {e}"))?,
+            "--rules" => {
+                config.rules = value("--rules")?.parse().map_err(|e| format!("--rules: {e}"))?;
+                explicit_rules = true;
+            }
             "--store" => {
                 config.store = value("--store")?;
                 if config.store != "epoch" && config.store != "rwlock" {
@@ -572,15 +702,21 @@ fn parse_args() -> Result<Config, String> {
             "--compare" => config.compare = true,
             "--plot" => config.plot = Some(value("--plot")?),
             "--quiet" => config.verbose = false,
+            "--rules-file" => config.rules_file = Some(value("--rules-file")?),
+            "--save-rules" => config.save_rules = Some(value("--save-rules")?),
+            "--metrics-addr" => config.metrics_addr = Some(value("--metrics-addr")?),
             "-h" | "--help" => {
                 return Err("usage: service [--seconds N] [--readers N] [--rules N] [--store epoch|rwlock] \
-                            [--compare] [--plot PATH] [--quiet]"
+                            [--compare] [--plot PATH] [--rules-file PATH] [--save-rules PATH] \
+                            [--metrics-addr 127.0.0.1:PORT] [--quiet]"
                     .into());
             }
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if config.rules < 2 {
+    if config.rules_file.is_some() && !explicit_rules {
+        config.rules = 0; // filled in from the file
+    } else if config.rules < 2 {
         return Err("--rules must be at least 2".into());
     }
     Ok(config)
@@ -588,13 +724,41 @@ fn parse_args() -> Result<Config, String> {
 
 #[allow(dead_code)]
 fn main() -> ExitCode {
-    let config = match parse_args() {
+    let mut config = match parse_args() {
         Ok(config) => config,
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
         }
     };
+    let initial = match &config.rules_file {
+        None => None,
+        Some(path) => match load_rules(path) {
+            Ok(store) => {
+                println!("loaded {} rules from {path}", store.len());
+                if config.rules == 0 {
+                    config.rules = store.len().max(2);
+                }
+                Some(store)
+            }
+            Err(message) => {
+                eprintln!("cannot load the rules: {message}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if let Some(addr) = &config.metrics_addr {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            eprintln!("a metrics recorder is already installed");
+            return ExitCode::FAILURE;
+        }
+        if let Err(message) = serve_metrics(addr, handle) {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    }
     println!(
         "service: {} request threads, ~{} rules, {}s per store, {} cores available",
         config.readers,
@@ -604,8 +768,10 @@ fn main() -> ExitCode {
     );
     let stores: Vec<&str> =
         if config.compare { vec!["epoch", "rwlock"] } else { vec![config.store.as_str()] };
-    let runs: Vec<Summary> =
-        stores.iter().map(|s| run(&Config { store: (*s).to_owned(), ..config.clone() })).collect();
+    let runs: Vec<Summary> = stores
+        .iter()
+        .map(|s| run_with(&Config { store: (*s).to_owned(), ..config.clone() }, initial.as_ref()))
+        .collect();
     for summary in &runs {
         summary.print();
     }

@@ -49,6 +49,15 @@
 //! - `remove`: remove the rule (its key dies at once), then publish the list without it.
 //! - `replace` to another kind: publish the new kind's list with the id, replace the entry
 //!   (one atomic swap: old kind or new, whole), then publish the old list without it.
+//!
+//! # Features
+//!
+//! - `serde`: `Serialize`/`Deserialize` for [`RuleStore`] when the rule type has them. A
+//!   snapshot is taken with the writer lock held (point-in-time; readers are not blocked) and
+//!   keeps rule ids: after a restore every id from the snapshot names the same rule, and ids
+//!   of rules removed before it stay dead. The kind index is rebuilt on restore.
+//! - `metrics`: `RuleStore::publish_metrics` sets the store's gauges through the
+//!   [`metrics`](https://docs.rs/metrics) facade.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
@@ -57,6 +66,9 @@ use std::fmt;
 use std::hash::Hash;
 
 use epoch_slotmap::{DefaultKey, Guard, SlotMap, Stats};
+
+#[cfg(feature = "serde")]
+mod snapshot;
 
 #[cfg(loom)]
 use loom::sync::{Mutex, MutexGuard};
@@ -389,6 +401,29 @@ impl<R: Rule> RuleStore<R> {
     pub fn reclaim(&self) {
         self.rules.reclaim();
         self.index.reclaim();
+    }
+
+    /// Publishes [`stats`](Self::stats) as gauges under `prefix` (`{prefix}_len`,
+    /// `{prefix}_capacity`, `{prefix}_vacant`, `{prefix}_retired`, `{prefix}_pending`) and
+    /// [`allocated_bytes`](Self::allocated_bytes) as `{prefix}_allocated_bytes`, through the
+    /// `metrics` facade (feature `metrics`). Cheap and non-blocking: call it periodically.
+    ///
+    /// ```
+    /// # use rulestore::{Rule, RuleStore};
+    /// # struct R; impl Rule for R { type Kind = (); fn kind(&self) {} }
+    /// use metrics_exporter_prometheus::PrometheusBuilder;
+    ///
+    /// let recorder = PrometheusBuilder::new().build_recorder();
+    /// let handle = recorder.handle();
+    /// let store = RuleStore::new();
+    /// store.add(R);
+    /// metrics::with_local_recorder(&recorder, || store.publish_metrics("routes"));
+    /// assert!(handle.render().contains("routes_len 1"));
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(&self, prefix: &str) {
+        self.stats().publish_metrics(prefix);
+        metrics::gauge!(format!("{prefix}_allocated_bytes")).set(self.allocated_bytes() as f64);
     }
 
     fn add_member(&self, writer: &mut Writer<R::Kind>, kind: R::Kind, id: RuleId) {

@@ -1,0 +1,311 @@
+//! Snapshots (the `serde` feature): a map serializes what one guard sees, and deserializes
+//! into a map where every key of the snapshot is live again with the same value.
+//!
+//! Invariant: a snapshot lists every usable slot of every page that exists, with its version
+//! (`0` = retired, even = vacant, odd = occupied with a value), plus every page's version
+//! watermark, so that after a restore no key that was dead in the snapshot can come alive:
+//! vacant slots keep their versions, retired slots stay off the free list, and pages that did
+//! not exist start above their watermark when they are allocated again. Because pages are
+//! listed slot by slot, the memory a restore allocates is proportional to its input; nothing
+//! in the input is trusted before it has been checked, and a bad snapshot is an error.
+//!
+//! Format (`serde` data model):
+//!
+//! ```text
+//! SlotMap { max_slots: u32, watermarks: [u32], pages: [Page { page: u32, slots: [(u32, Option<V>)] }] }
+//! ```
+
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, Error as _};
+use serde::ser::{Serialize, SerializeSeq, SerializeStruct, Serializer};
+use slotmap::Key;
+
+use crate::guard::Guard;
+use crate::map::SlotMap;
+use crate::page::{MAX_SLOTS, PAGES, page_len, page_start};
+use crate::retire::Shared;
+use crate::slot::{FRESH_VERSION, Slot};
+use crate::sync::Ordering;
+
+/// Serializes what a fresh [`Guard`] sees (see the `Guard` impl): each slot is read once, so
+/// an insert or remove running meanwhile may or may not be in the snapshot. For a
+/// point-in-time snapshot, make sure no writer runs (or hold `&mut`).
+///
+/// ```
+/// use epoch_slotmap::{DefaultKey, SlotMap};
+///
+/// let map = SlotMap::new();
+/// let gone = map.insert("old".to_string());
+/// let kept = map.insert("kept".to_string());
+/// map.remove(gone);
+/// let json = serde_json::to_string(&map).unwrap();
+///
+/// let restored: SlotMap<DefaultKey, String> = serde_json::from_str(&json).unwrap();
+/// assert_eq!(restored.get_cloned(kept).as_deref(), Some("kept"));
+/// assert_eq!(restored.get_cloned(gone), None); // a dead key stays dead
+/// let new = restored.insert("new".to_string()); // reuses the vacant slot...
+/// assert_ne!(new, gone); // ...with a new version
+/// ```
+impl<K: Key, V: Serialize> Serialize for SlotMap<K, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.pin().serialize(serializer)
+    }
+}
+
+/// Serializes the map as this guard sees it: every value is read under the guard, so each
+/// one in the snapshot is whole and was live at the moment it was read.
+///
+/// ```
+/// use epoch_slotmap::SlotMap;
+///
+/// let map = SlotMap::new();
+/// map.insert(7u8);
+/// let guard = map.pin();
+/// let bytes = postcard::to_stdvec(&guard).unwrap();
+/// let restored: SlotMap<epoch_slotmap::DefaultKey, u8> = postcard::from_bytes(&bytes).unwrap();
+/// assert_eq!(restored.pin().iter().map(|(_, v)| *v).collect::<Vec<_>>(), [7]);
+/// ```
+impl<K: Key, V: Serialize> Serialize for Guard<'_, K, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let shared = &*self.map.shared;
+        let mut out = serializer.serialize_struct("SlotMap", 3)?;
+        out.serialize_field("max_slots", &(shared.max_slots as u32))?;
+        let watermarks: Vec<u32> = (0..PAGES).map(|page| shared.pages.watermark(page)).collect();
+        out.serialize_field("watermarks", &watermarks)?;
+        out.serialize_field("pages", &PagesOut(shared))?;
+        out.end()
+    }
+}
+
+/// The pages that exist, read under the caller's guard.
+struct PagesOut<'g, V>(&'g Shared<V>);
+
+impl<V: Serialize> Serialize for PagesOut<'_, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let shared = self.0;
+        let pages: Vec<PageOut<'_, V>> = (0..PAGES)
+            .filter_map(|page| {
+                let slots = shared.pages.page(page)?;
+                Some(PageOut { page: page as u32, slots: &slots[..shared.usable(page)] })
+            })
+            .collect();
+        let mut seq = serializer.serialize_seq(Some(pages.len()))?;
+        for page in &pages {
+            seq.serialize_element(page)?;
+        }
+        seq.end()
+    }
+}
+
+struct PageOut<'g, V> {
+    page: u32,
+    slots: &'g [Slot<V>],
+}
+
+impl<V: Serialize> Serialize for PageOut<'_, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("Page", 2)?;
+        out.serialize_field("page", &self.page)?;
+        out.serialize_field("slots", &SlotsOut(self.slots))?;
+        out.end()
+    }
+}
+
+struct SlotsOut<'g, V>(&'g [Slot<V>]);
+
+impl<V: Serialize> Serialize for SlotsOut<'_, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for slot in self.0 {
+            seq.serialize_element(&read(slot))?;
+        }
+        seq.end()
+    }
+}
+
+/// A slot's version and, if that version is live, its value.
+///
+/// The caller is pinned in the slot's map (it serializes through a `Guard`) for `'g`.
+fn read<V>(slot: &Slot<V>) -> (u32, Option<&V>) {
+    loop {
+        // Acquire pairs with insert's Release version store (the value is published by it).
+        let version = slot.version.load(Ordering::Acquire);
+        if version & 1 == 0 {
+            return (version, None);
+        }
+        if let Some(ptr) = slot.load_live(version) {
+            // SAFETY: the version was live while the caller's guard pins the domain (see
+            // above), so the value cannot be dropped before the guard goes, and the
+            // reference borrows the slot, which borrows the guard (as in `Guard::get`).
+            return (version, Some(unsafe { &*ptr }));
+        }
+        // The slot changed between the two loads: read it again.
+    }
+}
+
+/// What a snapshot says, before it is checked.
+#[derive(serde::Deserialize)]
+#[serde(rename = "SlotMap", deny_unknown_fields)]
+struct SnapshotIn<V> {
+    max_slots: u32,
+    watermarks: Vec<u32>,
+    pages: Vec<PageIn<V>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename = "Page", deny_unknown_fields)]
+struct PageIn<V> {
+    page: u32,
+    slots: Vec<(u32, Option<V>)>,
+}
+
+/// Why a snapshot was rejected.
+#[derive(Debug)]
+enum Invalid {
+    MaxSlots(u32),
+    Watermarks(usize),
+    OddWatermark { page: usize, version: u32 },
+    PageOrder { page: u32 },
+    PageLength { page: usize, found: usize, expected: usize },
+    Occupied { index: usize, version: u32 },
+    Vacant { index: usize, version: u32 },
+    BelowWatermark { index: usize, version: u32, watermark: u32 },
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid slot map snapshot: ")?;
+        match *self {
+            Self::MaxSlots(max) => write!(f, "max_slots {max} is above the limit {MAX_SLOTS}"),
+            Self::Watermarks(n) => write!(f, "{n} watermarks, at most {PAGES} expected"),
+            Self::OddWatermark { page, version } => {
+                write!(f, "page {page} has an odd watermark {version}")
+            }
+            Self::PageOrder { page } => write!(
+                f,
+                "page {page} is out of range, listed twice or out of order (pages are listed in \
+                 ascending order, below max_slots)"
+            ),
+            Self::PageLength { page, found, expected } => {
+                write!(f, "page {page} lists {found} slots, {expected} expected")
+            }
+            Self::Occupied { index, version } => {
+                write!(f, "slot {index} holds a value but its version {version} is even")
+            }
+            Self::Vacant { index, version } => {
+                write!(f, "slot {index} holds no value but its version {version} is odd")
+            }
+            Self::BelowWatermark { index, version, watermark } => {
+                write!(f, "slot {index} has version {version}, below its page's watermark {watermark}")
+            }
+        }
+    }
+}
+
+/// Rejects every snapshot a map could not have produced (see the module invariant).
+fn check<V>(snapshot: &SnapshotIn<V>) -> Result<(), Invalid> {
+    let max_slots = snapshot.max_slots as usize;
+    if max_slots > MAX_SLOTS {
+        return Err(Invalid::MaxSlots(snapshot.max_slots));
+    }
+    if snapshot.watermarks.len() > PAGES {
+        return Err(Invalid::Watermarks(snapshot.watermarks.len()));
+    }
+    if let Some((page, &version)) = snapshot.watermarks.iter().enumerate().find(|(_, w)| *w & 1 == 1) {
+        return Err(Invalid::OddWatermark { page, version });
+    }
+    let mut next_page = 0;
+    for page_in in &snapshot.pages {
+        let page = page_in.page as usize;
+        if page < next_page || page >= PAGES || page_start(page) >= max_slots {
+            return Err(Invalid::PageOrder { page: page_in.page });
+        }
+        next_page = page + 1;
+        let expected = page_len(page).min(max_slots - page_start(page));
+        if page_in.slots.len() != expected {
+            return Err(Invalid::PageLength { page, found: page_in.slots.len(), expected });
+        }
+        let watermark = snapshot.watermarks.get(page).copied().unwrap_or(0);
+        for (offset, (version, value)) in page_in.slots.iter().enumerate() {
+            let (index, version) = (page_start(page) + offset, *version);
+            match (version & 1, value) {
+                _ if version == 0 && value.is_none() => continue, // retired
+                (0, Some(_)) => return Err(Invalid::Occupied { index, version }),
+                (1, None) => return Err(Invalid::Vacant { index, version }),
+                _ if version < watermark => {
+                    return Err(Invalid::BelowWatermark { index, version, watermark });
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Restores a snapshot (see the `Deserialize` impl of [`SlotMap`]).
+fn restore<K: Key, V>(snapshot: SnapshotIn<V>) -> Result<SlotMap<K, V>, Invalid> {
+    check(&snapshot)?;
+    let map = SlotMap::<K, V>::build(0, snapshot.max_slots as usize, FRESH_VERSION);
+    let shared = &*map.shared;
+    for (page, &watermark) in snapshot.watermarks.iter().enumerate() {
+        shared.pages.set_watermark(page, watermark);
+    }
+    let mut vacant = Vec::new();
+    for page_in in snapshot.pages {
+        let page = page_in.page as usize;
+        let slots = shared.restore_page(page).expect("`check` lets each page through once");
+        for (offset, (version, value)) in page_in.slots.into_iter().enumerate() {
+            let slot = &slots[offset];
+            // Relaxed (every store below): the map is not shared yet; whoever receives it
+            // synchronises with this thread.
+            slot.version.store(version, Ordering::Relaxed);
+            match value {
+                None if version == 0 => {
+                    shared.counters.retired_slots.fetch_add(1, Ordering::Relaxed);
+                }
+                None => vacant.push((page_start(page) + offset) as u32),
+                Some(value) => {
+                    // SAFETY: `restore_page` just allocated this slot in a map no other thread
+                    // can reach, and it is on no free list: we own it, and it holds no value.
+                    unsafe { slot.inline_mut().write(value) };
+                    slot.value.store(slot.inline_mut(), Ordering::Relaxed);
+                    shared.counters.len.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    // Vacant slots go on the free list in one chain, lowest index on top.
+    if let (Some(&first), Some(&last)) = (vacant.first(), vacant.last()) {
+        for pair in vacant.windows(2) {
+            // Relaxed: the map is not shared yet (as above).
+            shared.slot(pair[0]).aux.store(pair[1], Ordering::Relaxed);
+        }
+        shared.free.push_chain(&shared.pages, first, last);
+    }
+    Ok(map)
+}
+
+/// Restores a snapshot made by the `Serialize` impl: every key that was live in it is live
+/// again with the same value; vacant slots keep their versions and retired slots stay retired,
+/// so every key that was dead stays dead. Values removed but not yet reclaimed when the
+/// snapshot was taken are simply absent (their slots are vacant).
+///
+/// A snapshot the map could not have produced (pages out of order or of the wrong length,
+/// a value in a slot with an even version, a missing one with an odd version, more pages than
+/// the map has) is a deserialization error. What a restore allocates is proportional to the
+/// input; lengths written in the input are not trusted.
+///
+/// ```
+/// use epoch_slotmap::{DefaultKey, SlotMap};
+///
+/// let bad = r#"{"max_slots": 100, "watermarks": [], "pages": [{"page": 0, "slots": [[4, "x"]]}]}"#;
+/// let err = serde_json::from_str::<SlotMap<DefaultKey, String>>(bad).unwrap_err();
+/// assert!(err.to_string().contains("invalid slot map snapshot"), "{err}");
+/// ```
+impl<'de, K: Key, V: Deserialize<'de>> Deserialize<'de> for SlotMap<K, V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let snapshot = SnapshotIn::deserialize(deserializer)?;
+        restore(snapshot).map_err(D::Error::custom)
+    }
+}
