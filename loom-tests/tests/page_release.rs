@@ -1,5 +1,5 @@
-//! Loom scenarios for `shrink_to_fit`: page release against stale readers, inserts and the
-//! removal of a page's last occupant. Pages are tiny under loom: page 0 holds slots 0-1
+//! Loom scenarios for `shrink_to_fit`: page release against stale readers, inserts, the
+//! removal of a page's last occupant, and a snapshot (`serde`) being taken. Pages are tiny under loom: page 0 holds slots 0-1
 //! (it always stays), page 1 holds slots 2-5.
 #![cfg(loom)]
 
@@ -120,4 +120,41 @@ scenario!(shrink_vs_remove_of_the_last_occupant, heavy, SHRINK_VS_REMOVE => ["ke
     assert!(map.pin().get(last).is_none());
     drop(map);
     side.assert_all_dropped(0..6);
+});
+
+static SNAPSHOT_VS_SHRINK: Outcomes = Outcomes::new();
+scenario!(snapshot_vs_shrink, heavy, SNAPSHOT_VS_SHRINK => ["page in the snapshot", "page released before the snapshot"], |r: Reclaimer| {
+    // Keys of page 1 were dead before the snapshot began; whether the snapshot lists the
+    // page or only its watermark, they must stay dead in the restored map.
+    let map: Arc<SlotMap<DefaultKey, u32>> = Arc::new(r.map());
+    let keys: Vec<_> = (0..6).map(|i| map.insert(i)).collect();
+    for &k in &keys[2..] {
+        assert!(map.remove(k));
+    }
+    map.reclaim();
+    let shrinker = {
+        let map = map.clone();
+        thread::spawn(move || map.shrink_to_fit())
+    };
+    let snapshotter = {
+        let map = map.clone();
+        thread::spawn(move || postcard::to_stdvec(&*map).unwrap())
+    };
+    shrinker.join().unwrap();
+    let bytes = snapshotter.join().unwrap();
+    let restored: SlotMap<DefaultKey, u32> = postcard::from_bytes(&bytes).unwrap();
+    SNAPSHOT_VS_SHRINK.record(if restored.capacity() == 6 {
+        "page in the snapshot"
+    } else {
+        "page released before the snapshot"
+    });
+    for i in 6..10 {
+        restored.insert(i);
+    }
+    for &k in &keys[2..] {
+        assert!(!restored.contains_key(k), "a key dead before the snapshot came back");
+    }
+    for (i, &k) in keys[..2].iter().enumerate() {
+        assert_eq!(restored.get_cloned(k), Some(i as u32));
+    }
 });

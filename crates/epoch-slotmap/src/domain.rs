@@ -21,6 +21,9 @@
 //!   drops the handles.
 //! - A thread finds its participant through a thread-local cache keyed by the map's unique id,
 //!   so `pin` neither allocates nor registers once the thread has pinned this map before.
+//!   Outside loom, `MRU` mirrors the cache's first entry so that repeated pins of one map
+//!   skip the cache: it names a participant only while that participant's cache entry exists
+//!   (it is reset whenever the slow path runs, and by the entry's drop).
 
 // loom's `thread_local!` does not accept a `const { }` initialiser, and the same source builds
 // under both.
@@ -88,6 +91,8 @@ const CLOSED: u8 = 3;
 
 impl Drop for CacheEntry {
     fn drop(&mut self) {
+        // First of all: the fast path must not reach a participant this thread gives back.
+        forget_mru(Some(self.domain));
         // SAFETY: `_registry` keeps the participant's memory alive (nodes are freed only in
         // `Registry::drop`).
         let participant = unsafe { &*self.participant };
@@ -130,6 +135,29 @@ thread_local! {
     static CACHE: RefCell<Vec<CacheEntry>> = RefCell::new(Vec::new());
 }
 
+// The fast path of `with_participant`: a copy of the cache's first entry (map id 0 = none).
+// Thread-private, no destructor, so reading it is one thread-local load; absent under loom,
+// where the cache is the only path (this is the one thread-local `sync.rs` does not provide).
+#[cfg(not(loom))]
+std::thread_local! {
+    static MRU: std::cell::Cell<(u64, *const Participant)> =
+        const { std::cell::Cell::new((0, std::ptr::null())) };
+}
+
+/// Forgets the fast-path entry of map `domain`, if it is the one (`None`: whatever it is).
+#[inline]
+fn forget_mru(domain: Option<u64>) {
+    #[cfg(not(loom))]
+    // A const thread-local without a destructor is accessible for the thread's whole life.
+    MRU.with(|mru| {
+        if domain.is_none_or(|id| mru.get().0 == id) {
+            mru.set((0, std::ptr::null()));
+        }
+    });
+    #[cfg(loom)]
+    let _ = domain;
+}
+
 /// A map's crossbeam-epoch domain.
 pub(crate) struct EpochDomain {
     id: u64,
@@ -152,6 +180,26 @@ impl EpochDomain {
     /// This thread's participant, claiming or registering one on the first call.
     #[inline]
     fn with_participant<R>(&self, f: impl FnOnce(&LocalHandle) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            let (id, participant) = MRU.with(std::cell::Cell::get);
+            if id == self.id {
+                // SAFETY: `MRU` holds this map's id only while this thread's cache entry for
+                // the participant exists (module invariant: reset by the slow path below and
+                // by the entry's drop), so the node is alive and claimed by this thread, and
+                // `&self` proves the map (hence the handle) lives, as in the slow path.
+                let handle = unsafe { (*(*participant).handle.ptr()).as_ref() };
+                return f(handle.expect("participant of a live map has a handle"));
+            }
+        }
+        self.with_participant_slow(f)
+    }
+
+    /// `with_participant` through the cache (and claiming or registering on a miss).
+    #[inline(never)]
+    fn with_participant_slow<R>(&self, f: impl FnOnce(&LocalHandle) -> R) -> R {
+        // Whatever it named may be pruned or moved below; it is set again at the end.
+        forget_mru(None);
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
             let position = match cache.iter().position(|e| e.domain == self.id) {
@@ -168,6 +216,8 @@ impl EpochDomain {
             }
             let participant = cache[0].participant;
             drop(cache);
+            #[cfg(not(loom))]
+            MRU.with(|mru| mru.set((self.id, participant)));
             // SAFETY: the entry's registry keeps the node alive; this thread holds the claim,
             // so it is the only one touching `handle` (module invariant); the handle is
             // `Some` while the map lives, and `&self` proves the map lives.

@@ -15,7 +15,7 @@
 //!   `contains_key`, free-list pops), or is to a slot the accessor owns.
 
 use crate::domain::Domain;
-use crate::page::{PAGES, locate, page_len, page_start};
+use crate::page::{PAGES, locate, page_start};
 use crate::retire::Shared;
 #[cfg(feature = "serde")]
 use crate::slot::Slot;
@@ -35,7 +35,7 @@ pub(crate) enum Grow {
 impl<V> Shared<V> {
     /// Slots of `page` below the map's limit.
     pub(crate) fn usable(&self, page: usize) -> usize {
-        page_len(page).min(self.max_slots.saturating_sub(page_start(page)))
+        self.pages.len_of(page)
     }
 
     /// Installs the lowest missing page and keeps its first slot for the caller.

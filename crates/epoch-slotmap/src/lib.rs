@@ -72,7 +72,7 @@
 //!
 //! Keys are the [`slotmap`] crate's: a 32-bit index and a 32-bit version, odd while occupied.
 //! `new_key_type!`, [`KeyData::as_ffi`]/[`KeyData::from_ffi`] and `slotmap::SecondaryMap`
-//! work with them. Each slot goes through at most 2^31 occupants; a slot whose version would
+//! work with them. Each slot goes through at most 2^31 - 1 occupants; a slot whose version would
 //! wrap is retired for good (`stats().retired`), so no stale key can ever alias a new value.
 //!
 //! # Features

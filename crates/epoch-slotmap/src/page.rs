@@ -1,6 +1,7 @@
 //! The page table: slots live in pages that double in size and never move.
 //!
-//! Invariant: page `p` holds `FIRST_PAGE << p` slots; once its pointer is published in the
+//! Invariant: page `p` holds `FIRST_PAGE << p` slots, or fewer when the map's slot limit
+//! (`max_slots`) ends inside it (only slots below the limit are allocated); once its pointer is published in the
 //! table (a Release CAS from null) it stays at the same address until it is released, so a
 //! reference to a value inside stays valid while other threads insert and grow. A page is
 //! released only by `shrink_to_fit` when every slot of it is vacant and off the free list;
@@ -53,37 +54,48 @@ pub(crate) const fn page_start(page: usize) -> usize {
 
 pub(crate) struct PageTable<V> {
     pages: [AtomicPtr<Slot<V>>; PAGES],
+    /// No slot index reaches this (at most `MAX_SLOTS`); the last page is cut there.
+    max_slots: usize,
     /// Per page, the highest version it ever handed out, rounded up to even (see the header).
     watermark: [AtomicU32; PAGES],
-    /// Version every fresh slot starts with (even; 0 except in tests near the version limit).
+    /// Version every fresh slot starts with (even, `FRESH_VERSION` except in tests near the
+    /// version limit).
     first_version: u32,
 }
 
 impl<V> PageTable<V> {
-    pub(crate) fn new(first_version: u32) -> Self {
+    pub(crate) fn new(max_slots: usize, first_version: u32) -> Self {
         Self {
             pages: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            max_slots: max_slots.min(MAX_SLOTS),
             watermark: std::array::from_fn(|_| AtomicU32::new(0)),
             first_version,
         }
+    }
+
+    /// Slots page `page` holds when it exists: all of them, or those below the limit.
+    #[inline(always)]
+    pub(crate) fn len_of(&self, page: usize) -> usize {
+        page_len(page).min(self.max_slots.saturating_sub(page_start(page)))
     }
 
     /// The slot at `index`, if its page exists. Any `u32` is accepted.
     #[inline(always)]
     pub(crate) fn slot(&self, index: u32) -> Option<&Slot<V>> {
         let index = index as usize;
-        if index >= MAX_SLOTS {
+        if index >= self.max_slots {
             return None;
         }
         let (page, offset) = locate(index);
-        // Acquire pairs with the Release CAS in `ensure_page` that published the page, so
+        // Acquire pairs with the Release CAS in `install` that published the page, so
         // its initialised slots are visible.
         let base = self.pages[page].load(Ordering::Acquire);
         if base.is_null() {
             return None;
         }
-        // SAFETY: `base` is a published page of `page_len(page)` slots (module invariant) and
-        // `offset < page_len(page)` by `locate`. A page's memory is freed only by the table's
+        // SAFETY: `base` is a published page of `len_of(page)` slots (module invariant) and
+        // `offset < len_of(page)`: `locate` gives `offset < page_len(page)`, and
+        // `page_start(page) + offset = index < max_slots`. A page's memory is freed only by the table's
         // drop (`&mut self`) or, after `release`, through the domain once every pin that could
         // have loaded `base` is gone; callers are pinned or own a slot of the page (module
         // header), so the reference cannot outlive the memory.
@@ -98,14 +110,14 @@ impl<V> PageTable<V> {
 
     /// The first `len` slots of page `page`, if it exists.
     pub(crate) fn page(&self, page: usize) -> Option<&[Slot<V>]> {
-        // Acquire: pairs with the Release CAS in `ensure_page`, as in `slot`.
+        // Acquire: pairs with the Release CAS in `install`, as in `slot`.
         let base = self.pages.get(page)?.load(Ordering::Acquire);
         if base.is_null() {
             return None;
         }
-        // SAFETY: as in `slot`: a published page of `page_len(page)` initialised slots, kept
+        // SAFETY: as in `slot`: a published page of `len_of(page)` initialised slots, kept
         // alive by the caller's pin (or `&mut`) per the module header.
-        Some(unsafe { std::slice::from_raw_parts(base, page_len(page)) })
+        Some(unsafe { std::slice::from_raw_parts(base, self.len_of(page)) })
     }
 
     /// Installs page `page` if it does not exist. Returns its slots if this call installed
@@ -118,7 +130,8 @@ impl<V> PageTable<V> {
         }
         // Relaxed: only a hint; the version is re-read after the publishing CAS below.
         let start = self.start_version(page, Ordering::Relaxed);
-        let fresh: Box<[Slot<V>]> = (0..page_len(page)).map(|_| Slot::new(start)).collect();
+        let len = self.len_of(page);
+        let fresh: Box<[Slot<V>]> = (0..len).map(|_| Slot::new(start)).collect();
         let fresh = Box::into_raw(fresh).cast::<Slot<V>>();
         // Release publishes the initialised slots to the Acquire loads in `slot`/`page`.
         // Acquire: if the page was released before, the null we replace was stored by
@@ -130,9 +143,9 @@ impl<V> PageTable<V> {
             Ordering::Relaxed,
         ) {
             Ok(_) => {
-                // SAFETY: just published from `Box::into_raw` of `page_len(page)` slots; it
-                // cannot be released before we hand its slots out (they are on no free list).
-                let slots = unsafe { std::slice::from_raw_parts(fresh, page_len(page)) };
+                // SAFETY: just published from `Box::into_raw` of `len` slots; it cannot be
+                // released before we hand its slots out (they are on no free list).
+                let slots = unsafe { std::slice::from_raw_parts(fresh, len) };
                 // Relaxed: ordered by the AcqRel CAS above (see its comment).
                 let start_now = self.start_version(page, Ordering::Relaxed);
                 if start_now != start {
@@ -147,9 +160,9 @@ impl<V> PageTable<V> {
                 Some(slots)
             }
             Err(_) => {
-                // SAFETY: `fresh` came from `Box::into_raw` of a boxed slice of
-                // `page_len(page)` slots just above and was never published.
-                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(fresh, page_len(page))) });
+                // SAFETY: `fresh` came from `Box::into_raw` of a boxed slice of `len` slots
+                // just above and was never published.
+                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(fresh, len)) });
                 None
             }
         }
@@ -192,12 +205,12 @@ impl<V> PageTable<V> {
         }
         // Release: see above. Acquire is not needed: the caller owns the page.
         let base = self.pages[page].swap(std::ptr::null_mut(), Ordering::Release);
-        ReleasedPage { base: base as usize, len: page_len(page), free: free_slots::<V> }
+        ReleasedPage { base: base as usize, len: self.len_of(page), free: free_slots::<V> }
     }
 
     /// One past the highest index of an existing page (0 if none).
     pub(crate) fn end(&self) -> usize {
-        (0..PAGES).rev().find(|&p| self.page(p).is_some()).map_or(0, |p| page_start(p) + page_len(p))
+        (0..PAGES).rev().find(|&p| self.page(p).is_some()).map_or(0, |p| page_start(p) + self.len_of(p))
     }
 
     /// Bytes of the pages that exist now.
@@ -244,9 +257,9 @@ impl<V> Drop for PageTable<V> {
             let base = ptr.load(Ordering::Relaxed);
             if !base.is_null() {
                 // SAFETY: a published page came from `Box::into_raw` of a boxed slice of
-                // `page_len(page)` slots in `ensure_page`; we own it exclusively now. Values
-                // inside were dropped by the map before the table (slots own no value).
-                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(base, page_len(page))) });
+                // `len_of(page)` slots in `install`; we own it exclusively now. Values inside
+                // were dropped by the map before the table (slots own no value).
+                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(base, self.len_of(page))) });
             }
         }
     }

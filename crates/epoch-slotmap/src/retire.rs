@@ -92,7 +92,7 @@ pub(crate) struct Shared<V> {
 impl<V> Shared<V> {
     pub(crate) fn new(max_slots: usize, first_version: u32) -> Self {
         Self {
-            pages: PageTable::new(first_version),
+            pages: PageTable::new(max_slots, first_version),
             max_slots,
             free: CachePadded(FreeList::new()),
             counters: CachePadded(Counters::default()),

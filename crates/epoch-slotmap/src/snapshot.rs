@@ -1,30 +1,31 @@
 //! Snapshots (the `serde` feature): a map serializes what one guard sees, and deserializes
 //! into a map where every key of the snapshot is live again with the same value.
 //!
-//! Invariant: a snapshot lists every usable slot of every page that exists, with its version
-//! (`0` = retired, even = vacant, odd = occupied with a value), plus every page's version
-//! watermark, so that after a restore no key that was dead in the snapshot can come alive:
-//! vacant slots keep their versions, retired slots stay off the free list, and pages that did
-//! not exist start above their watermark when they are allocated again. Because pages are
-//! listed slot by slot, the memory a restore allocates is proportional to its input; nothing
-//! in the input is trusted before it has been checked, and a bad snapshot is an error.
+//! Invariant: a snapshot lists every slot of every page that exists, with its version
+//! (`0` = retired, even = vacant, odd = occupied, followed by its value), plus every page's
+//! version watermark, so that after a restore no key that was dead in the snapshot can come
+//! alive: vacant slots keep their versions, retired slots stay off the free list, and pages
+//! that did not exist start above their watermark when they are allocated again. A page
+//! holds exactly the slots listed for it (the last page of a map with a limit is cut there),
+//! so the memory a restore allocates is proportional to its input; nothing in the input is
+//! trusted before it has been checked, and a bad snapshot is an error.
 //!
-//! Format (`serde` data model):
+//! Format (`serde` data model; a slot is a sequence, so a value that serializes as `null`
+//! is never confused with a missing one):
 //!
 //! ```text
-//! SlotMap { max_slots: u32, watermarks: [u32], pages: [Page { page: u32, slots: [(u32, Option<V>)] }] }
+//! SlotMap { max_slots: u32, watermarks: [u32], pages: [Page { page: u32, slots: [[version] or [version, value]] }] }
 //! ```
 
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, Error as _};
+use serde::de::{Deserialize, Deserializer, Error as _, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeSeq, SerializeStruct, Serializer};
 use slotmap::Key;
 
 use crate::guard::Guard;
 use crate::map::SlotMap;
 use crate::page::{MAX_SLOTS, PAGES, page_len, page_start};
-use crate::retire::Shared;
 use crate::slot::{FRESH_VERSION, Slot};
 use crate::sync::Ordering;
 
@@ -69,32 +70,27 @@ impl<K: Key, V: Serialize> Serialize for SlotMap<K, V> {
 impl<K: Key, V: Serialize> Serialize for Guard<'_, K, V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let shared = &*self.map.shared;
+        let mut watermarks = Vec::with_capacity(PAGES);
+        let mut pages = Vec::new();
+        for page in 0..PAGES {
+            // The watermark before the page pointer: a page that exists then started at or
+            // above it, so every version listed for it is at least this. A page seen absent
+            // may have been released just now: read its watermark again, after the pointer
+            // (see `PageTable::watermark`), to get the raise.
+            let before = shared.pages.watermark(page);
+            match shared.pages.page(page) {
+                Some(slots) => {
+                    watermarks.push(before);
+                    pages.push(PageOut { page: page as u32, slots });
+                }
+                None => watermarks.push(shared.pages.watermark(page)),
+            }
+        }
         let mut out = serializer.serialize_struct("SlotMap", 3)?;
         out.serialize_field("max_slots", &(shared.max_slots as u32))?;
-        let watermarks: Vec<u32> = (0..PAGES).map(|page| shared.pages.watermark(page)).collect();
         out.serialize_field("watermarks", &watermarks)?;
-        out.serialize_field("pages", &PagesOut(shared))?;
+        out.serialize_field("pages", &pages)?;
         out.end()
-    }
-}
-
-/// The pages that exist, read under the caller's guard.
-struct PagesOut<'g, V>(&'g Shared<V>);
-
-impl<V: Serialize> Serialize for PagesOut<'_, V> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let shared = self.0;
-        let pages: Vec<PageOut<'_, V>> = (0..PAGES)
-            .filter_map(|page| {
-                let slots = shared.pages.page(page)?;
-                Some(PageOut { page: page as u32, slots: &slots[..shared.usable(page)] })
-            })
-            .collect();
-        let mut seq = serializer.serialize_seq(Some(pages.len()))?;
-        for page in &pages {
-            seq.serialize_element(page)?;
-        }
-        seq.end()
     }
 }
 
@@ -118,7 +114,22 @@ impl<V: Serialize> Serialize for SlotsOut<'_, V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
         for slot in self.0 {
-            seq.serialize_element(&read(slot))?;
+            seq.serialize_element(&SlotOut(read(slot)))?;
+        }
+        seq.end()
+    }
+}
+
+/// One slot: `[version]`, or `[version, value]` when the version is live.
+struct SlotOut<'g, V>((u32, Option<&'g V>));
+
+impl<V: Serialize> Serialize for SlotOut<'_, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (version, value) = self.0;
+        let mut seq = serializer.serialize_seq(Some(1 + usize::from(value.is_some())))?;
+        seq.serialize_element(&version)?;
+        if let Some(value) = value {
+            seq.serialize_element(value)?;
         }
         seq.end()
     }
@@ -157,7 +168,35 @@ struct SnapshotIn<V> {
 #[serde(rename = "Page", deny_unknown_fields)]
 struct PageIn<V> {
     page: u32,
-    slots: Vec<(u32, Option<V>)>,
+    slots: Vec<SlotIn<V>>,
+}
+
+/// One slot as read: its version, and its value when the version is odd.
+struct SlotIn<V>(u32, Option<V>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for SlotIn<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SlotVisitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for SlotVisitor<V> {
+            type Value = SlotIn<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a slot: [even version] or [odd version, value]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SlotIn<V>, A::Error> {
+                let version: u32 = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let value = if version & 1 == 1 {
+                    Some(seq.next_element()?.ok_or_else(|| A::Error::invalid_length(1, &self))?)
+                } else {
+                    None
+                };
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    return Err(A::Error::invalid_length(3, &self));
+                }
+                Ok(SlotIn(version, value))
+            }
+        }
+        deserializer.deserialize_seq(SlotVisitor(std::marker::PhantomData))
+    }
 }
 
 /// Why a snapshot was rejected.
@@ -168,8 +207,6 @@ enum Invalid {
     OddWatermark { page: usize, version: u32 },
     PageOrder { page: u32 },
     PageLength { page: usize, found: usize, expected: usize },
-    Occupied { index: usize, version: u32 },
-    Vacant { index: usize, version: u32 },
     BelowWatermark { index: usize, version: u32, watermark: u32 },
 }
 
@@ -189,12 +226,6 @@ impl fmt::Display for Invalid {
             ),
             Self::PageLength { page, found, expected } => {
                 write!(f, "page {page} lists {found} slots, {expected} expected")
-            }
-            Self::Occupied { index, version } => {
-                write!(f, "slot {index} holds a value but its version {version} is even")
-            }
-            Self::Vacant { index, version } => {
-                write!(f, "slot {index} holds no value but its version {version} is odd")
             }
             Self::BelowWatermark { index, version, watermark } => {
                 write!(f, "slot {index} has version {version}, below its page's watermark {watermark}")
@@ -227,16 +258,11 @@ fn check<V>(snapshot: &SnapshotIn<V>) -> Result<(), Invalid> {
             return Err(Invalid::PageLength { page, found: page_in.slots.len(), expected });
         }
         let watermark = snapshot.watermarks.get(page).copied().unwrap_or(0);
-        for (offset, (version, value)) in page_in.slots.iter().enumerate() {
+        for (offset, SlotIn(version, _)) in page_in.slots.iter().enumerate() {
+            // `SlotIn` pairs a value with exactly the odd versions; 0 marks a retired slot.
             let (index, version) = (page_start(page) + offset, *version);
-            match (version & 1, value) {
-                _ if version == 0 && value.is_none() => continue, // retired
-                (0, Some(_)) => return Err(Invalid::Occupied { index, version }),
-                (1, None) => return Err(Invalid::Vacant { index, version }),
-                _ if version < watermark => {
-                    return Err(Invalid::BelowWatermark { index, version, watermark });
-                }
-                _ => {}
+            if version != 0 && version < watermark {
+                return Err(Invalid::BelowWatermark { index, version, watermark });
             }
         }
     }
@@ -255,7 +281,7 @@ fn restore<K: Key, V>(snapshot: SnapshotIn<V>) -> Result<SlotMap<K, V>, Invalid>
     for page_in in snapshot.pages {
         let page = page_in.page as usize;
         let slots = shared.restore_page(page).expect("`check` lets each page through once");
-        for (offset, (version, value)) in page_in.slots.into_iter().enumerate() {
+        for (offset, SlotIn(version, value)) in page_in.slots.into_iter().enumerate() {
             let slot = &slots[offset];
             // Relaxed (every store below): the map is not shared yet; whoever receives it
             // synchronises with this thread.
@@ -289,19 +315,21 @@ fn restore<K: Key, V>(snapshot: SnapshotIn<V>) -> Result<SlotMap<K, V>, Invalid>
 /// Restores a snapshot made by the `Serialize` impl: every key that was live in it is live
 /// again with the same value; vacant slots keep their versions and retired slots stay retired,
 /// so every key that was dead stays dead. Values removed but not yet reclaimed when the
-/// snapshot was taken are simply absent (their slots are vacant).
+/// snapshot was taken are simply absent (their slots are vacant). Keys the original map
+/// issued *after* the snapshot mean nothing to the restored map, which may issue the same
+/// keys for other values: restore from the newest snapshot, or treat older keys as unknown.
 ///
 /// A snapshot the map could not have produced (pages out of order or of the wrong length,
 /// a value in a slot with an even version, a missing one with an odd version, more pages than
-/// the map has) is a deserialization error. What a restore allocates is proportional to the
+/// the map has, versions below their page's watermark) is a deserialization error. What a restore allocates is proportional to the
 /// input; lengths written in the input are not trusted.
 ///
 /// ```
 /// use epoch_slotmap::{DefaultKey, SlotMap};
 ///
-/// let bad = r#"{"max_slots": 100, "watermarks": [], "pages": [{"page": 0, "slots": [[4, "x"]]}]}"#;
+/// let bad = r#"{"max_slots": 1, "watermarks": [], "pages": [{"page": 0, "slots": [[4, "x"]]}]}"#;
 /// let err = serde_json::from_str::<SlotMap<DefaultKey, String>>(bad).unwrap_err();
-/// assert!(err.to_string().contains("invalid slot map snapshot"), "{err}");
+/// assert!(err.to_string().contains("[even version] or [odd version, value]"), "{err}");
 /// ```
 impl<'de, K: Key, V: Deserialize<'de>> Deserialize<'de> for SlotMap<K, V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
