@@ -103,6 +103,40 @@ impl Contender for Ours {
     }
 }
 
+/// epoch-slotmap whose `replace` is a remove plus an insert (a new key), like the adapters of
+/// contenders without an in-place replace (concurrent-slotmap, sharded-slab): the report runs
+/// it in the mixed workloads only, to separate the cost of keeping the key from the rest.
+pub struct OursRemoveInsert(pub Ours);
+
+impl Contender for OursRemoveInsert {
+    const NAME: &'static str = "epoch-slotmap (replace = remove + insert)";
+    fn new() -> Self {
+        Self(Ours::new())
+    }
+    fn insert(&self, rule: Rule) -> u64 {
+        self.0.insert(rule)
+    }
+    fn remove(&self, k: u64) -> bool {
+        self.0.remove(k)
+    }
+    fn replace(&self, k: u64, rule: Rule) -> u64 {
+        self.0.remove(k);
+        self.0.insert(rule)
+    }
+    fn read(&self, k: u64) -> Option<u64> {
+        self.0.read(k)
+    }
+    fn read_batch(&self, keys: &[u64]) -> u64 {
+        self.0.read_batch(keys)
+    }
+    fn iter_sum(&self) -> u64 {
+        self.0.iter_sum()
+    }
+    fn quiesce(&self) {
+        self.0.quiesce();
+    }
+}
+
 // -- slotmap baselines --------------------------------------------------------------------
 
 /// `slotmap::SlotMap`, single-threaded (a `RefCell` stands in for `&mut`).

@@ -238,7 +238,7 @@ scenario!(retain_vs_insert, RETAIN_VS_INSERT => ["visited 2", "visited 3"], |r: 
 });
 
 static ITER_VS_REMOVE: Outcomes = Outcomes::new();
-scenario!(iter_vs_remove, heavy, ITER_VS_REMOVE => ["saw 1", "saw 3"], |r: Reclaimer| {
+scenario!(iter_vs_remove, scan, ITER_VS_REMOVE => ["saw 1", "saw 3"], |r: Reclaimer| {
     let side = Side::new(3);
     let map: Arc<Map> = Arc::new(r.map());
     let keys: Vec<_> = (0..3).map(|i| map.insert(Val::new(i, &side))).collect();

@@ -173,8 +173,15 @@ fn memory<C: Contender>(r: &mut Results) {
     drop(c);
 }
 
-/// Reader and writer throughput with one writer replacing at full speed.
-fn mixed<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results, batch: bool, label: &str) {
+/// Reader and writer throughput with one writer replacing at full speed (or, with
+/// `with_writer` false, the same reader alone: the baseline for "reader with writer").
+fn mixed<C: Contender + Send + Sync + 'static>(
+    s: &Settings,
+    r: &mut Results,
+    batch: bool,
+    with_writer: bool,
+    label: &str,
+) {
     let (c, keys) = filled::<C>(N);
     let c = Arc::new(c);
     let set = KeySet::new(&keys);
@@ -182,8 +189,8 @@ fn mixed<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results, ba
     let mut writes = Vec::new();
     for _ in 0..s.samples {
         let stop = Arc::new(AtomicBool::new(false));
-        let barrier = Arc::new(Barrier::new(3));
-        let writer = {
+        let barrier = Arc::new(Barrier::new(if with_writer { 3 } else { 2 }));
+        let writer = with_writer.then(|| {
             let (c, set, stop, barrier) = (c.clone(), set.clone(), stop.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
@@ -197,7 +204,7 @@ fn mixed<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results, ba
                 }
                 n
             })
-        };
+        });
         let reader = {
             let (c, set, stop, barrier) = (c.clone(), set.clone(), stop.clone(), barrier.clone());
             std::thread::spawn(move || {
@@ -225,8 +232,14 @@ fn mixed<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results, ba
         std::thread::sleep(s.window);
         stop.store(true, Ordering::Relaxed);
         let t = s.window.as_secs_f64();
-        writes.push(writer.join().unwrap() as f64 / t);
+        if let Some(writer) = writer {
+            writes.push(writer.join().unwrap() as f64 / t);
+        }
         reads.push(reader.join().unwrap() as f64 / t);
+    }
+    if !with_writer {
+        record(r, &format!("mixed {label}: reads/s (reader alone)"), C::NAME, median(reads), "ops/s");
+        return;
     }
     record(r, &format!("mixed {label}: reads/s (1 reader + 1 writer)"), C::NAME, median(reads), "ops/s");
     record(r, &format!("mixed {label}: writes/s (1 reader + 1 writer)"), C::NAME, median(writes), "ops/s");
@@ -315,8 +328,9 @@ fn mix<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results, name
 }
 
 fn multi<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results) {
-    mixed::<C>(s, r, false, "pin per lookup");
-    mixed::<C>(s, r, true, "guard per 256");
+    mixed::<C>(s, r, false, true, "pin per lookup");
+    mixed::<C>(s, r, true, true, "guard per 256");
+    mixed::<C>(s, r, true, false, "guard per 256");
     readers_only::<C>(s, r, 1);
     readers_only::<C>(s, r, 2);
     mix::<C>(s, r, "ReadHeavy 98/1/1/0", [98, 1, 1, 0]);
@@ -442,10 +456,12 @@ fn targets(r: &Results) -> Vec<Target> {
     );
     let one = "readers only: reads/s, 1 reader(s), guard per batch";
     let two = "readers only: reads/s, 2 reader(s), guard per batch";
+    // The same reader loop (random keys drawn from the shared key table) alone.
+    let alone = "mixed guard per 256: reads/s (reader alone)";
     check(
         "reader with writer vs without (guard/256)".into(),
         get(r, br, ours),
-        get(r, one, ours),
+        get(r, alone, ours),
         0.8,
         false,
     );
@@ -582,6 +598,9 @@ fn main() {
         SccHashIndex,
         ConcurrentSlotMap
     );
+    // Ours with replace as remove + insert, in the mixed workloads only.
+    mixed::<OursRemoveInsert>(&s, &mut r, false, true, "pin per lookup");
+    mixed::<OursRemoveInsert>(&s, &mut r, true, true, "guard per 256");
     // Ours after shrink_to_fit.
     {
         let (c, keys) = filled::<Ours>(N);

@@ -21,9 +21,10 @@
 //!   drops the handles.
 //! - A thread finds its participant through a thread-local cache keyed by the map's unique id,
 //!   so `pin` neither allocates nor registers once the thread has pinned this map before.
-//!   Outside loom, `MRU` mirrors the cache's first entry so that repeated pins of one map
-//!   skip the cache: it names a participant only while that participant's cache entry exists
-//!   (it is reset whenever the slow path runs, and by the entry's drop).
+//!   Outside loom, `MRU` holds a copy of the cache's first entry (or nothing) so that
+//!   repeated pins of one map skip the cache: it names a participant only while that
+//!   participant's cache entry exists (it is reset whenever the slow path runs, and by the
+//!   entry's drop). It may keep naming a dropped map, whose id no live map can have.
 
 // loom's `thread_local!` does not accept a `const { }` initialiser, and the same source builds
 // under both.

@@ -12,9 +12,8 @@ use slotmap::Key;
 
 use crate::domain::DomainGuard;
 use crate::map::{SlotMap, key_of, split};
-use crate::page::PAGES;
 use crate::slot::Slot;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 
 /// A pinned view of a [`SlotMap`]: lock-free lookups and iteration whose references live as
 /// long as the guard.
@@ -81,7 +80,7 @@ impl<'m, K: Key, V> Guard<'m, K, V> {
     #[inline]
     pub fn get(&self, key: K) -> Option<&V> {
         let (index, version) = split(key);
-        let ptr = self.map.shared.pages.slot(index)?.load_live(version)?;
+        let ptr = self.map.shared.pages.live_value(index, version)?;
         // SAFETY: `load_live` saw the key's version while this guard pins the domain, so the
         // value behind `ptr` is dropped (and its slot recycled) only after a grace period that
         // waits for this guard (guard.rs invariant); the reference borrows the guard.
@@ -122,7 +121,16 @@ impl<'m, K: Key, V> Guard<'m, K, V> {
     /// assert_eq!(sum, 3);
     /// ```
     pub fn iter(&self) -> Iter<'_, K, V> {
-        Iter { guard: self, page: 0, slots: &[], base: 0, offset: 0 }
+        Iter {
+            guard: self,
+            pages_left: None,
+            slots: &[],
+            words: &[],
+            base: 0,
+            word: 0,
+            bits: 0,
+            bits_offset: 0,
+        }
     }
 }
 
@@ -146,10 +154,18 @@ impl<K: Key, V> fmt::Debug for Guard<'_, K, V> {
 /// ```
 pub struct Iter<'g, K: Key, V> {
     guard: &'g Guard<'g, K, V>,
-    page: usize,
+    /// Pages still to visit (bit `p` = page `p`), from `PageTable::present_pages`; `None`
+    /// until the first call to `next`.
+    pages_left: Option<u32>,
     slots: &'g [Slot<V>],
+    words: &'g [AtomicU64],
+    /// Index of the first slot of `slots`.
     base: usize,
-    offset: usize,
+    /// The next word of `words` to load.
+    word: usize,
+    /// Occupied bits of the current word not yet visited, and the offset of its bit 0.
+    bits: u64,
+    bits_offset: usize,
 }
 
 impl<'g, K: Key, V> Iterator for Iter<'g, K, V> {
@@ -157,28 +173,51 @@ impl<'g, K: Key, V> Iterator for Iter<'g, K, V> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            while let Some(slot) = self.slots.get(self.offset) {
-                let index = (self.base + self.offset) as u32;
-                self.offset += 1;
-                // Acquire pairs with insert's Release version store.
+            while self.bits != 0 {
+                let offset = self.bits_offset + self.bits.trailing_zeros() as usize;
+                self.bits &= self.bits - 1;
+                debug_assert!(offset < self.slots.len());
+                // SAFETY: bits are set only at offsets below `len_of(page)` (`set_occupied`
+                // sets the bit of `locate`'s offset). `slots` and `words` were loaded for the
+                // same page number, so they have the same length even if a release and
+                // re-install came between the two loads (the words may then belong to the
+                // newer instance; its bits are hints, and the older slots are all vacant).
+                let slot = unsafe { self.slots.get_unchecked(offset) };
+                // The bit is a hint (page.rs); the version decides. Acquire pairs with
+                // insert's Release version store.
                 let version = slot.version.load(Ordering::Acquire);
                 if version & 1 == 1
                     && let Some(ptr) = slot.load_live(version)
                 {
                     // SAFETY: as in `Guard::get`: the version was live while the guard pins
                     // the domain, and the reference borrows the guard.
-                    return Some((key_of(index, version), unsafe { &*ptr }));
+                    return Some((key_of((self.base + offset) as u32, version), unsafe { &*ptr }));
                 }
             }
-            if self.page >= PAGES {
+            if let Some(word) = self.words.get(self.word) {
+                // Relaxed: a hint. A value inserted before the iteration began had its bit
+                // set before that (coherence); anything else may or may not be seen.
+                self.bits = word.load(Ordering::Relaxed);
+                self.bits_offset = self.word * 64;
+                self.word += 1;
+                continue;
+            }
+            let pages = &self.guard.map.shared.pages;
+            let left = self.pages_left.get_or_insert_with(|| pages.present_pages());
+            if *left == 0 {
                 return None;
             }
-            let page = self.page;
-            self.page += 1;
-            if let Some(slots) = self.guard.map.shared.pages.page(page) {
+            let page = left.trailing_zeros() as usize;
+            *left &= *left - 1;
+            if let Some(slots) = pages.page(page)
+                && let Some(words) = pages.occupancy(page)
+            {
+                // No slot of a page is handed out before its words are published, so a page
+                // without them has no live slot yet.
                 self.slots = slots;
+                self.words = words;
                 self.base = crate::page::page_start(page);
-                self.offset = 0;
+                self.word = 0;
             }
         }
     }
@@ -186,6 +225,6 @@ impl<'g, K: Key, V> Iterator for Iter<'g, K, V> {
 
 impl<K: Key, V> fmt::Debug for Iter<'_, K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Iter").field("page", &self.page).field("offset", &self.offset).finish()
+        f.debug_struct("Iter").field("pages_left", &self.pages_left).field("word", &self.word).finish()
     }
 }

@@ -45,8 +45,10 @@
 //! A slot costs 16 bytes plus the value (for values aligned to 8 bytes or less): a 32-bit
 //! version, a 32-bit link word and a pointer to the current value, which is the slot's own
 //! inline storage unless the value was replaced (replacements are boxed, so readers always
-//! see a whole value). Slots live in pages that double in size (32, 64, 128, ...) and never
-//! move, so references stay valid while the map grows.
+//! see a whole value). Each page also keeps one occupancy bit per slot, so iteration costs
+//! one load per 64 slots plus the live values, not a read of every vacant slot. Slots live
+//! in pages that double in size (32, 64, 128, ...) and never move, so references stay valid
+//! while the map grows.
 //!
 //! A map that grew and then shrank can give its memory back: after `reclaim`,
 //! [`SlotMap::shrink_to_fit`] releases every page whose slots are all vacant (not the first),

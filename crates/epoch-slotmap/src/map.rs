@@ -383,6 +383,8 @@ impl<K: Key, V> SlotMap<K, V> {
         // Relaxed: counted before the key is live, so a remove (which must see the key live)
         // decrements after this increment and `len` never underflows.
         self.shared.counters.len.fetch_add(1, Ordering::Relaxed);
+        // Before the key is live, so the remover's clear (after its CAS) comes after it.
+        self.shared.pages.set_occupied(index, true);
         // Release pairs with the Acquire version loads of readers and removers.
         // (Mutant for the loom suite: Relaxed publication.)
         let publish = if cfg!(epoch_slotmap_mutant = "relaxed_publish") {
@@ -506,6 +508,7 @@ impl<K: Key, V> SlotMap<K, V> {
         if slot.version.compare_exchange(version, next, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return false;
         }
+        self.shared.pages.set_occupied(index, false);
         // Relaxed: a statistic (see `publish` for why it cannot underflow).
         self.shared.counters.len.fetch_sub(1, Ordering::Relaxed);
         true
@@ -895,6 +898,7 @@ impl<K: Key, V> SlotMap<K, V> {
         }
         // Relaxed: `&mut self`.
         slot.version.store(version.wrapping_add(1), Ordering::Relaxed);
+        self.shared.pages.set_occupied(index as u32, false);
         self.shared.counters.len.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the version is even now and `&mut self` excludes readers.
         let value = unsafe { self.shared.drop_current(index as u32) }?;

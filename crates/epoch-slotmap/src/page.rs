@@ -1,14 +1,22 @@
 //! The page table: slots live in pages that double in size and never move.
 //!
 //! Invariant: page `p` holds `FIRST_PAGE << p` slots, or fewer when the map's slot limit
-//! (`max_slots`) ends inside it (only slots below the limit are allocated); once its pointer is published in the
-//! table (a Release CAS from null) it stays at the same address until it is released, so a
-//! reference to a value inside stays valid while other threads insert and grow. A page is
-//! released only by `shrink_to_fit` when every slot of it is vacant and off the free list;
-//! its memory is freed through the reclamation domain, so whoever loaded the page pointer
+//! (`max_slots`) ends inside it (only slots below the limit are allocated); once its pointer is
+//! published in the table (a Release CAS from null) it stays at the same address until it is
+//! released, so a reference to a value inside stays valid while other threads insert and grow.
+//! A page is released only by `shrink_to_fit` when every slot of it is vacant and off the free
+//! list; its memory is freed through the reclamation domain, so whoever loaded the page pointer
 //! while pinned may keep using it until it unpins. Therefore every access through `slot` or
-//! `page` happens either under a pin of the map's domain, or on a slot the caller owns (a
-//! slot that is live, retired or popped from the free list keeps its page alive).
+//! `page` happens either under a pin of the map's domain, or on a slot the caller owns (a slot
+//! that is live, retired or popped from the free list keeps its page alive).
+//!
+//! Occupancy: each page has one bit per slot (`occupied`), set while the slot holds a live
+//! value: an inserter sets it before the Release store that makes the version live, a
+//! remover clears it after the CAS that killed the version, so a bit can only be set for a
+//! slot that is live or on its way in or out, and iteration skips words of vacant slots
+//! instead of reading every slot. The bits are a hint: readers still check the version.
+//! The occupancy words are published by the page's installer after it won the page (before
+//! it hands out any slot) and unpublished and freed with the page.
 //!
 //! Watermark: when page `p` goes, `watermark[p]` keeps the highest version any of its slots
 //! reached (even: vacant); when it is allocated again its slots start there, so no key
@@ -16,7 +24,7 @@
 //! `floor(log2(i / FIRST_PAGE + 1))`.
 
 use crate::slot::{NIL, Slot};
-use crate::sync::{AtomicPtr, AtomicU32, Ordering};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 /// Slots in the first page: tiny under loom, so a model crosses a page boundary in a few
 /// inserts.
@@ -52,10 +60,23 @@ pub(crate) const fn page_start(page: usize) -> usize {
     ((1usize << page) - 1) << FIRST_PAGE_SHIFT
 }
 
+/// Occupancy words for `len` slots.
+#[inline(always)]
+const fn words(len: usize) -> usize {
+    len.div_ceil(64)
+}
+
 pub(crate) struct PageTable<V> {
     pages: [AtomicPtr<Slot<V>>; PAGES],
+    /// Per page, `words(len_of(page))` occupancy words (see the header); null while the
+    /// page is absent or its installer has not published them yet.
+    occupied: [AtomicPtr<AtomicU64>; PAGES],
     /// No slot index reaches this (at most `MAX_SLOTS`); the last page is cut there.
     max_slots: usize,
+    /// Bit `p` set while page `p` is published with its occupancy words (set by `install`
+    /// after both, cleared by `release` before either goes), so iteration visits only the
+    /// pages that exist instead of loading all `PAGES` pointers.
+    present: AtomicU32,
     /// Per page, the highest version it ever handed out, rounded up to even (see the header).
     watermark: [AtomicU32; PAGES],
     /// Version every fresh slot starts with (even, `FRESH_VERSION` except in tests near the
@@ -67,6 +88,8 @@ impl<V> PageTable<V> {
     pub(crate) fn new(max_slots: usize, first_version: u32) -> Self {
         Self {
             pages: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            occupied: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            present: AtomicU32::new(0),
             max_slots: max_slots.min(MAX_SLOTS),
             watermark: std::array::from_fn(|_| AtomicU32::new(0)),
             first_version,
@@ -100,6 +123,70 @@ impl<V> PageTable<V> {
         // have loaded `base` is gone; callers are pinned or own a slot of the page (module
         // header), so the reference cannot outlive the memory.
         Some(unsafe { &*base.add(offset) })
+    }
+
+    /// The value of key `(index, version)` if that key is live: the readers' path, one
+    /// function so that no `Option<&Slot>` is built in between. Any `u32`s are accepted.
+    ///
+    /// The caller must be pinned in the map's domain (see `Slot::load_live`).
+    #[inline(always)]
+    pub(crate) fn live_value(&self, index: u32, version: u32) -> Option<*const V> {
+        let index = index as usize;
+        if index >= self.max_slots {
+            return None;
+        }
+        let (page, offset) = locate(index);
+        // SAFETY: `index < max_slots <= MAX_SLOTS`, so `locate` gives `page < PAGES`.
+        let page_ptr = unsafe { self.pages.get_unchecked(page) };
+        // Acquire: as in `slot`.
+        let base = page_ptr.load(Ordering::Acquire);
+        if base.is_null() {
+            return None;
+        }
+        // SAFETY: as in `slot` (the same page, offset and lifetime argument).
+        let slot = unsafe { &*base.add(offset) };
+        slot.load_live(version)
+    }
+
+    /// The occupancy words of page `page`, if it exists and its installer published them.
+    /// The caller is pinned or owns a slot of the page, as for `page`.
+    #[inline(always)]
+    pub(crate) fn occupancy(&self, page: usize) -> Option<&[AtomicU64]> {
+        // Acquire pairs with the Release store in `install` (the words are zeroed).
+        let bits = self.occupied.get(page)?.load(Ordering::Acquire);
+        if bits.is_null() {
+            return None;
+        }
+        // SAFETY: published by `install` from a boxed slice of `words(len_of(page))` words;
+        // freed with the page (after a grace period, or by the table's drop), so the
+        // caller's pin or slot keeps it alive as it keeps the page (module header).
+        Some(unsafe { std::slice::from_raw_parts(bits, words(self.len_of(page))) })
+    }
+
+    /// Sets (`live`) or clears the occupancy bit of slot `index`, whose page exists and
+    /// which the caller owns (it is about to publish it, or has just killed its version).
+    #[inline(always)]
+    pub(crate) fn set_occupied(&self, index: u32, live: bool) {
+        let (page, offset) = locate(index as usize);
+        let words = self.occupancy(page).expect("the page of an owned slot has occupancy words");
+        let (word, bit) = (&words[offset / 64], 1u64 << (offset % 64));
+        // Relaxed: a hint ordered by the version protocol: the set comes before the Release
+        // store that makes the slot live, the clear after the CAS that killed it, and a
+        // slot is reused only through the free list (happens-after the clear).
+        if live {
+            word.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            word.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Bit `p` set for each page `p` that was published with its occupancy words (a hint:
+    /// callers still load the page). A page installed before the caller synchronised with its
+    /// installer is in the set.
+    #[inline]
+    pub(crate) fn present_pages(&self) -> u32 {
+        // Acquire pairs with the Release `fetch_or` in `install`.
+        self.present.load(Ordering::Acquire)
     }
 
     /// Whether page `page` exists (no dereference).
@@ -143,6 +230,12 @@ impl<V> PageTable<V> {
             Ordering::Relaxed,
         ) {
             Ok(_) => {
+                // The page is ours to set up until we hand out a slot: publish its occupancy
+                // words (all clear). Release pairs with the Acquire load in `occupancy`.
+                let bits: Box<[AtomicU64]> = (0..words(len)).map(|_| AtomicU64::new(0)).collect();
+                self.occupied[page].store(Box::into_raw(bits).cast::<AtomicU64>(), Ordering::Release);
+                // Release pairs with the Acquire load in `present_pages`.
+                self.present.fetch_or(1 << page, Ordering::Release);
                 // SAFETY: just published from `Box::into_raw` of `len` slots; it cannot be
                 // released before we hand its slots out (they are on no free list).
                 let slots = unsafe { std::slice::from_raw_parts(fresh, len) };
@@ -203,9 +296,18 @@ impl<V> PageTable<V> {
         if !cfg!(epoch_slotmap_mutant = "shrink_without_watermark") {
             self.watermark[page].fetch_max(high.next_multiple_of(2), Ordering::Relaxed);
         }
+        // Relaxed: a hint for iteration, which still checks the page pointer.
+        self.present.fetch_and(!(1 << page), Ordering::Relaxed);
+        // Relaxed: the caller owns the page; the Release swap below publishes the null.
+        let bits = self.occupied[page].swap(std::ptr::null_mut(), Ordering::Relaxed);
         // Release: see above. Acquire is not needed: the caller owns the page.
         let base = self.pages[page].swap(std::ptr::null_mut(), Ordering::Release);
-        ReleasedPage { base: base as usize, len: self.len_of(page), free: free_slots::<V> }
+        ReleasedPage {
+            base: base as usize,
+            bits: bits as usize,
+            len: self.len_of(page),
+            free: free_slots::<V>,
+        }
     }
 
     /// One past the highest index of an existing page (0 if none).
@@ -213,9 +315,9 @@ impl<V> PageTable<V> {
         (0..PAGES).rev().find(|&p| self.page(p).is_some()).map_or(0, |p| page_start(p) + self.len_of(p))
     }
 
-    /// Bytes of the pages that exist now.
+    /// Bytes of the pages that exist now (slots and occupancy words).
     pub(crate) fn allocated_bytes(&self) -> usize {
-        self.pages().map(|(_, slots)| std::mem::size_of_val(slots)).sum()
+        self.pages().map(|(_, slots)| std::mem::size_of_val(slots) + words(slots.len()) * 8).sum()
     }
 
     /// Pages that exist, in index order, with the index of their first slot.
@@ -228,6 +330,7 @@ impl<V> PageTable<V> {
 /// as plain data (no `V` in the type), so a deferred function can own it whatever `V` is.
 pub(crate) struct ReleasedPage {
     base: usize,
+    bits: usize,
     len: usize,
     free: unsafe fn(usize, usize),
 }
@@ -236,7 +339,22 @@ impl ReleasedPage {
     /// Frees the page.
     pub(crate) fn free(self) {
         // SAFETY: built by `release` with the matching `free_slots::<V>`; consumed once.
-        unsafe { (self.free)(self.base, self.len) }
+        unsafe { (self.free)(self.base, self.len) };
+        // SAFETY: from `Box::into_raw` of `words(len)` words in `install`, unpublished by
+        // `release`; consumed once.
+        unsafe { free_bits(self.bits as *mut AtomicU64, self.len) };
+    }
+}
+
+/// Frees the occupancy words of a page of `len` slots (nothing if `bits` is null).
+///
+/// # Safety
+/// `bits` is null or came from `Box::into_raw` in `install` for a page of `len` slots, and
+/// no thread can reach it any more.
+unsafe fn free_bits(bits: *mut AtomicU64, len: usize) {
+    if !bits.is_null() {
+        // SAFETY: see the function's contract.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(bits, words(len))) });
     }
 }
 
@@ -261,6 +379,10 @@ impl<V> Drop for PageTable<V> {
                 // were dropped by the map before the table (slots own no value).
                 drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(base, self.len_of(page))) });
             }
+            // Relaxed: `&mut self`, as above.
+            let bits = self.occupied[page].load(Ordering::Relaxed);
+            // SAFETY: published by `install` for this page (or null); we own it now.
+            unsafe { free_bits(bits, self.len_of(page)) };
         }
     }
 }

@@ -297,6 +297,7 @@ fn restore<K: Key, V>(snapshot: SnapshotIn<V>) -> Result<SlotMap<K, V>, Invalid>
                     unsafe { slot.inline_mut().write(value) };
                     slot.value.store(slot.inline_mut(), Ordering::Relaxed);
                     shared.counters.len.fetch_add(1, Ordering::Relaxed);
+                    shared.pages.set_occupied((page_start(page) + offset) as u32, true);
                 }
             }
         }

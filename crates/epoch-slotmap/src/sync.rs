@@ -2,8 +2,9 @@
 //!
 //! Invariant: no other module names `std::sync::atomic`, `std::cell::UnsafeCell`,
 //! `std::thread_local!` or `loom` directly, except `domain.rs`'s `MRU`: a thread-private copy
-//! of a cache entry that shares no memory between threads and does not exist under loom. Under `--cfg loom` everything here is loom's, so a
-//! loom model (ours in `loom-tests/`, or a downstream crate's) sees every access the map makes.
+//! of a cache entry that shares no memory between threads and does not exist under loom. Under
+//! `--cfg loom` everything here is loom's, so a loom model (ours in `loom-tests/`, or a
+//! downstream crate's) sees every access the map makes.
 
 #[cfg(all(loom, not(crossbeam_loom)))]
 compile_error!(
