@@ -380,9 +380,6 @@ impl<K: Key, V> SlotMap<K, V> {
         unsafe { slot.inline_mut().write(value) };
         // Relaxed: published by the Release version store below.
         slot.value.store(slot.inline_mut(), Ordering::Relaxed);
-        // Relaxed: counted before the key is live, so a remove (which must see the key live)
-        // decrements after this increment and `len` never underflows.
-        self.shared.counters.len.fetch_add(1, Ordering::Relaxed);
         // Before the key is live, so the remover's clear (after its CAS) comes after it.
         self.shared.pages.set_occupied(index, true);
         // Release pairs with the Acquire version loads of readers and removers.
@@ -509,8 +506,6 @@ impl<K: Key, V> SlotMap<K, V> {
             return false;
         }
         self.shared.pages.set_occupied(index, false);
-        // Relaxed: a statistic (see `publish` for why it cannot underflow).
-        self.shared.counters.len.fetch_sub(1, Ordering::Relaxed);
         true
     }
 
@@ -655,7 +650,9 @@ impl<K: Key, V> SlotMap<K, V> {
         self.retain(|_, _| false);
     }
 
-    /// Number of live values.
+    /// Number of live values: a count of the occupancy bits, one load per 64 slots (no
+    /// counter is shared by writers). Lock-free; under concurrent writes, a value inserted
+    /// or removed meanwhile may or may not be counted.
     ///
     /// ```
     /// let map = epoch_slotmap::SlotMap::new();
@@ -663,8 +660,9 @@ impl<K: Key, V> SlotMap<K, V> {
     /// assert_eq!(map.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        // Relaxed: a statistic.
-        self.shared.counters.len.load(Ordering::Relaxed)
+        // Pinned: a page's occupancy words are freed with the page.
+        let _pin = self.domain.pin();
+        self.shared.pages.occupied_count()
     }
 
     /// Whether the map has no live values.
@@ -811,13 +809,12 @@ impl<K: Key, V> SlotMap<K, V> {
     /// ```
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
+        let len = self.len();
         // Relaxed: statistics.
-        let len = c.len.load(Ordering::Relaxed);
         let capacity = c.capacity.load(Ordering::Relaxed);
         let retired = c.retired_slots.load(Ordering::Relaxed);
         let pending = self.shared.pending();
-        let removing =
-            c.removes_retired.load(Ordering::Relaxed).saturating_sub(c.removes_done.load(Ordering::Relaxed));
+        let removing = self.shared.removing();
         let vacant = capacity.saturating_sub(len + retired + removing);
         Stats { len, capacity, vacant, retired, pending }
     }
@@ -899,7 +896,6 @@ impl<K: Key, V> SlotMap<K, V> {
         // Relaxed: `&mut self`.
         slot.version.store(version.wrapping_add(1), Ordering::Relaxed);
         self.shared.pages.set_occupied(index as u32, false);
-        self.shared.counters.len.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the version is even now and `&mut self` excludes readers.
         let value = unsafe { self.shared.drop_current(index as u32) }?;
         self.shared.finish_drop(index as u32);

@@ -39,6 +39,13 @@ pub(crate) const PAGES: usize = 25;
 pub(crate) const MAX_SLOTS: usize = FIRST_PAGE * ((1 << PAGES) - 1);
 const _: () = assert!(MAX_SLOTS <= NIL as usize);
 
+/// Page number of slot `index` (which must be below `MAX_SLOTS`).
+#[inline(always)]
+pub(crate) fn locate_page(index: usize) -> usize {
+    let n = (index >> FIRST_PAGE_SHIFT) + 1;
+    (usize::BITS - 1 - n.leading_zeros()) as usize
+}
+
 /// Page number and offset of slot `index` (which must be below `MAX_SLOTS`).
 #[inline(always)]
 pub(crate) fn locate(index: usize) -> (usize, usize) {
@@ -73,6 +80,13 @@ pub(crate) struct PageTable<V> {
     occupied: [AtomicPtr<AtomicU64>; PAGES],
     /// No slot index reaches this (at most `MAX_SLOTS`); the last page is cut there.
     max_slots: usize,
+    /// Readers' view of page `p`: the address of slot index 0 if page `p` started there
+    /// (`base - page_start(p)` slots, computed with wrapping arithmetic), plus one byte so
+    /// that it is never null; null while the page is absent. With it the readers' path
+    /// turns a key's index into a slot address with one multiply-add, without the offset
+    /// arithmetic of `locate`. Set by the installer after everything else, cleared by the
+    /// releaser first.
+    biased: [AtomicPtr<u8>; PAGES],
     /// Bit `p` set while page `p` is published with its occupancy words (set by `install`
     /// after both, cleared by `release` before either goes), so iteration visits only the
     /// pages that exist instead of loading all `PAGES` pointers.
@@ -89,6 +103,7 @@ impl<V> PageTable<V> {
         Self {
             pages: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
             occupied: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            biased: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
             present: AtomicU32::new(0),
             max_slots: max_slots.min(MAX_SLOTS),
             watermark: std::array::from_fn(|_| AtomicU32::new(0)),
@@ -135,16 +150,23 @@ impl<V> PageTable<V> {
         if index >= self.max_slots {
             return None;
         }
-        let (page, offset) = locate(index);
-        // SAFETY: `index < max_slots <= MAX_SLOTS`, so `locate` gives `page < PAGES`.
-        let page_ptr = unsafe { self.pages.get_unchecked(page) };
-        // Acquire: as in `slot`.
-        let base = page_ptr.load(Ordering::Acquire);
-        if base.is_null() {
+        let page = locate_page(index);
+        // SAFETY: `index < max_slots <= MAX_SLOTS`, so `page < PAGES`.
+        let biased = unsafe { self.biased.get_unchecked(page) };
+        // Acquire pairs with the Release store in `install`, as for the page pointer in
+        // `slot`: the page's slots are initialised.
+        let biased = biased.load(Ordering::Acquire);
+        if biased.is_null() {
             return None;
         }
-        // SAFETY: as in `slot` (the same page, offset and lifetime argument).
-        let slot = unsafe { &*base.add(offset) };
+        // `biased + index * size - 1` is `base + offset * size`: inside the page, because
+        // `offset < len_of(page)` (as in `slot`). Wrapping arithmetic on the pointer keeps
+        // its provenance (the page's allocation).
+        let slot =
+            biased.wrapping_add((index * std::mem::size_of::<Slot<V>>()).wrapping_sub(1)).cast::<Slot<V>>();
+        // SAFETY: as in `slot`: a slot of a published page, which the caller's pin keeps
+        // alive; the address is the one `slot` computes (see above).
+        let slot = unsafe { &*slot };
         slot.load_live(version)
     }
 
@@ -178,6 +200,21 @@ impl<V> PageTable<V> {
         } else {
             word.fetch_and(!bit, Ordering::Relaxed);
         }
+    }
+
+    /// How many occupancy bits are set: the number of live values (a statistic; words are
+    /// read one after another). The caller is pinned.
+    pub(crate) fn occupied_count(&self) -> usize {
+        let mut present = self.present_pages();
+        let mut count = 0;
+        while present != 0 {
+            let page = present.trailing_zeros() as usize;
+            present &= present - 1;
+            // Relaxed: a statistic.
+            let words = self.occupancy(page).unwrap_or(&[]);
+            count += words.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as usize).sum::<usize>();
+        }
+        count
     }
 
     /// Bit `p` set for each page `p` that was published with its occupancy words (a hint:
@@ -230,12 +267,6 @@ impl<V> PageTable<V> {
             Ordering::Relaxed,
         ) {
             Ok(_) => {
-                // The page is ours to set up until we hand out a slot: publish its occupancy
-                // words (all clear). Release pairs with the Acquire load in `occupancy`.
-                let bits: Box<[AtomicU64]> = (0..words(len)).map(|_| AtomicU64::new(0)).collect();
-                self.occupied[page].store(Box::into_raw(bits).cast::<AtomicU64>(), Ordering::Release);
-                // Release pairs with the Acquire load in `present_pages`.
-                self.present.fetch_or(1 << page, Ordering::Release);
                 // SAFETY: just published from `Box::into_raw` of `len` slots; it cannot be
                 // released before we hand its slots out (they are on no free list).
                 let slots = unsafe { std::slice::from_raw_parts(fresh, len) };
@@ -250,6 +281,19 @@ impl<V> PageTable<V> {
                         slot.version.store(start_now, Ordering::Relaxed);
                     }
                 }
+                // The page is ours to set up until we hand out a slot: publish its occupancy
+                // words (all clear). Release pairs with the Acquire load in `occupancy`.
+                let bits: Box<[AtomicU64]> = (0..words(len)).map(|_| AtomicU64::new(0)).collect();
+                self.occupied[page].store(Box::into_raw(bits).cast::<AtomicU64>(), Ordering::Release);
+                // Release pairs with the Acquire load in `present_pages`.
+                self.present.fetch_or(1 << page, Ordering::Release);
+                // Last, once the slots hold their final versions. Release pairs with the
+                // Acquire load in `live_value`.
+                let biased = fresh
+                    .cast::<u8>()
+                    .wrapping_sub(page_start(page) * std::mem::size_of::<Slot<V>>())
+                    .wrapping_add(1);
+                self.biased[page].store(biased, Ordering::Release);
                 Some(slots)
             }
             Err(_) => {
@@ -296,7 +340,9 @@ impl<V> PageTable<V> {
         if !cfg!(epoch_slotmap_mutant = "shrink_without_watermark") {
             self.watermark[page].fetch_max(high.next_multiple_of(2), Ordering::Relaxed);
         }
-        // Relaxed: a hint for iteration, which still checks the page pointer.
+        // Relaxed (both): ordered before the Release swap of the page pointer below; readers
+        // that still load the old values are pinned, so the memory outlives them.
+        self.biased[page].store(std::ptr::null_mut(), Ordering::Relaxed);
         self.present.fetch_and(!(1 << page), Ordering::Relaxed);
         // Relaxed: the caller owns the page; the Release swap below publishes the null.
         let bits = self.occupied[page].swap(std::ptr::null_mut(), Ordering::Relaxed);

@@ -29,7 +29,7 @@ use crate::domain::{Domain, DomainGuard};
 use crate::free_list::FreeList;
 use crate::page::PageTable;
 use crate::slot::{INLINE_PENDING, LINK_MASK, NIL, RECYCLE_WAITING, Retired, Slot};
-use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, CachePadded, Mutex, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering};
 
 /// Retirements per batch. Small under loom and Miri so models and tests cross batches.
 pub(crate) const BATCH: usize = if cfg!(any(loom, miri)) { 2 } else { 64 };
@@ -37,7 +37,6 @@ pub(crate) const BATCH: usize = if cfg!(any(loom, miri)) { 2 } else { 64 };
 /// Counters only writers and the batch runner update; readers never touch this cache line.
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) len: AtomicUsize,
     pub(crate) capacity: AtomicUsize,
     /// Pages released by `shrink_to_fit` whose memory is not freed yet.
     pub(crate) pages_releasing: AtomicUsize,
@@ -81,7 +80,9 @@ pub(crate) struct Shared<V> {
     pub(crate) max_slots: usize,
     pub(crate) free: CachePadded<FreeList>,
     pub(crate) counters: CachePadded<Counters>,
-    removed: CachePadded<AtomicU32>,
+    /// The removed stack: `(count << 32) | first index`, `count` = slots on it, so a remover
+    /// learns from its own push whether a batch is due (no shared counter per remove).
+    removed: CachePadded<AtomicU64>,
     replaced: CachePadded<AtomicPtr<Retired<V>>>,
     ripe: CachePadded<AtomicPtr<Batch<V>>>,
     generation: AtomicUsize,
@@ -96,7 +97,7 @@ impl<V> Shared<V> {
             max_slots,
             free: CachePadded(FreeList::new()),
             counters: CachePadded(Counters::default()),
-            removed: CachePadded(AtomicU32::new(NIL)),
+            removed: CachePadded(AtomicU64::new(u64::from(NIL))),
             replaced: CachePadded(AtomicPtr::new(std::ptr::null_mut())),
             ripe: CachePadded(AtomicPtr::new(std::ptr::null_mut())),
             generation: AtomicUsize::new(0),
@@ -117,19 +118,20 @@ impl<V> Shared<V> {
         // Relaxed: re-validated by the CAS.
         let mut head = self.removed.load(Ordering::Relaxed);
         loop {
+            let (count, first) = ((head >> 32) as usize, head as u32);
             // Relaxed: published by the Release CAS below. An RMW, because a note for this
             // slot may clear INLINE_PENDING concurrently.
             let _ = slot
                 .aux
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |aux| Some((aux & !LINK_MASK) | head));
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |aux| Some((aux & !LINK_MASK) | first));
+            let new = ((count as u64 + 1) << 32) | u64::from(index);
             // Release pairs with the Acquire swap in `take_batch`.
-            match self.removed.compare_exchange_weak(head, index, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => break,
+            match self.removed.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
+                // A batching trigger; `reclaim` does not rely on it.
+                Ok(_) => return (count + 1).is_multiple_of(BATCH),
                 Err(actual) => head = actual,
             }
         }
-        // Relaxed: a statistic and a batching trigger; `reclaim` does not rely on it.
-        (self.counters.removes_retired.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(BATCH)
     }
 
     /// Queues `old`, the value pointer slot `index` held before a replace/update swapped it
@@ -185,7 +187,7 @@ impl<V> Shared<V> {
     pub(crate) fn take_batch(&self, domain: &Domain, guard: &DomainGuard) {
         let parity = self.register_batch();
         // Acquire pairs with the Release CASes of the pushes: links and nodes are visible.
-        let slots = self.removed.swap(NIL, Ordering::Acquire);
+        let slots = self.take_removed();
         let nodes = self.replaced.swap(std::ptr::null_mut(), Ordering::Acquire);
         if slots == NIL && nodes.is_null() {
             // AcqRel: see `register_batch`.
@@ -366,11 +368,30 @@ impl<V> Shared<V> {
     /// No reader can see anything retired (the map is exclusively borrowed).
     pub(crate) unsafe fn run_retired_now(&self) {
         let parity = self.register_batch();
-        // Acquire: as in `take_batch`.
-        let slots = self.removed.swap(NIL, Ordering::Acquire);
+        let slots = self.take_removed();
         let nodes = self.replaced.swap(std::ptr::null_mut(), Ordering::Acquire);
         // SAFETY: the caller guarantees no reader; the chains come from these swaps.
         unsafe { self.run_batch(slots, nodes, parity) };
+    }
+
+    /// Takes the whole removed stack and returns its first index (`NIL` if empty), counting
+    /// its slots as retired.
+    fn take_removed(&self) -> u32 {
+        // Acquire pairs with the Release CASes of the pushes: links are visible.
+        let head = self.removed.swap(u64::from(NIL), Ordering::Acquire);
+        // Relaxed: a statistic (see `pending`).
+        self.counters.removes_retired.fetch_add((head >> 32) as usize, Ordering::Relaxed);
+        head as u32
+    }
+
+    /// Removed slots on the removed stack or in a batch not run yet (a statistic).
+    pub(crate) fn removing(&self) -> usize {
+        let c = &self.counters;
+        // Relaxed: statistics. Read the stack before the counters: a take in between moves
+        // its count into `removes_retired`, which is then read after, so it is not lost.
+        let on_stack = (self.removed.load(Ordering::Relaxed) >> 32) as usize;
+        let done = c.removes_done.load(Ordering::Relaxed);
+        (c.removes_retired.load(Ordering::Relaxed) + on_stack).saturating_sub(done)
     }
 
     /// Advances the generation and returns the parity `reclaim` must wait to drain.
@@ -390,9 +411,11 @@ impl<V> Shared<V> {
         let c = &self.counters;
         // Relaxed: statistics. A batch may drop a value before its retirement is counted, so
         // the difference saturates at 0 instead of going negative.
-        let done = c.removes_done.load(Ordering::Relaxed) + c.replaces_done.load(Ordering::Relaxed);
-        let retired = c.removes_retired.load(Ordering::Relaxed) + c.replaces_retired.load(Ordering::Relaxed);
-        retired.saturating_sub(done)
+        let replacing = c
+            .replaces_retired
+            .load(Ordering::Relaxed)
+            .saturating_sub(c.replaces_done.load(Ordering::Relaxed));
+        self.removing() + replacing
     }
 }
 

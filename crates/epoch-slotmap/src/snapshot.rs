@@ -296,7 +296,6 @@ fn restore<K: Key, V>(snapshot: SnapshotIn<V>) -> Result<SlotMap<K, V>, Invalid>
                     // can reach, and it is on no free list: we own it, and it holds no value.
                     unsafe { slot.inline_mut().write(value) };
                     slot.value.store(slot.inline_mut(), Ordering::Relaxed);
-                    shared.counters.len.fetch_add(1, Ordering::Relaxed);
                     shared.pages.set_occupied((page_start(page) + offset) as u32, true);
                 }
             }
