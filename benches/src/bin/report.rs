@@ -351,6 +351,51 @@ fn get_hit<C: Contender>(s: &Settings, r: &mut Results, who: &'static str, c: &C
     record(r, "get_hit (pin per lookup)", who, per_pin, "ns/lookup");
 }
 
+/// The lookup targets' three contenders measured in alternation, round by round, so that the
+/// machine's slow swings (other tenants) hit all of them alike; medians over the rounds.
+fn interleaved_lookups(s: &Settings, r: &mut Results) {
+    let (ours, ours_keys) = filled::<Ours>(N);
+    let (sm, sm_keys) = filled::<SlotMapInline>(N);
+    let (csm, csm_keys) = filled::<ConcurrentSlotMap>(N);
+    // Stale keys, as in `single`: half removed, their slots reused.
+    let stale = |c: &dyn Fn(u64) -> bool, keys: &[u64]| -> Vec<u64> {
+        keys[..N / 2].iter().copied().filter(|&k| c(k)).collect()
+    };
+    let ours_stale = stale(&|k| ours.remove(k), &ours_keys);
+    let sm_stale = stale(&|k| sm.remove(k), &sm_keys);
+    ours.quiesce();
+    for i in 0..N / 2 {
+        ours.insert(Rule::new(i as u64));
+        sm.insert(Rule::new(i as u64));
+    }
+    let ours_live = &ours_keys[N / 2..];
+    let sm_live = &sm_keys[N / 2..];
+    let csm_live = &csm_keys[N / 2..];
+    let batch = |c: &dyn Fn(&[u64]) -> u64, keys: &[u64]| {
+        let t = Instant::now();
+        std::hint::black_box(keys.chunks(BATCH).map(c).sum::<u64>());
+        t.elapsed().as_nanos() as f64 / keys.len() as f64
+    };
+    let mut m: BTreeMap<(&str, &'static str), Vec<f64>> = BTreeMap::new();
+    for _ in 0..s.samples * 3 {
+        let g = "interleaved: get_hit (guard per batch of 256)";
+        m.entry((g, Ours::NAME)).or_default().push(batch(&|b| ours.read_batch(b), ours_live));
+        m.entry((g, SlotMapInline::NAME)).or_default().push(batch(&|b| sm.read_batch(b), sm_live));
+        m.entry((g, ConcurrentSlotMap::NAME)).or_default().push(batch(&|b| csm.read_batch(b), csm_live));
+        let p = "interleaved: get_hit (pin per lookup)";
+        let ours_pin = |b: &[u64]| b.iter().map(|&k| ours.read(k).unwrap_or(0)).sum();
+        let csm_pin = |b: &[u64]| b.iter().map(|&k| csm.read(k).unwrap_or(0)).sum();
+        m.entry((p, Ours::NAME)).or_default().push(batch(&ours_pin, ours_live));
+        m.entry((p, ConcurrentSlotMap::NAME)).or_default().push(batch(&csm_pin, csm_live));
+        let st = "interleaved: get_stale (guard per batch of 256)";
+        m.entry((st, Ours::NAME)).or_default().push(batch(&|b| ours.read_batch(b), &ours_stale));
+        m.entry((st, SlotMapInline::NAME)).or_default().push(batch(&|b| sm.read_batch(b), &sm_stale));
+    }
+    for ((workload, who), samples) in m {
+        record(r, workload, who, median(samples), "ns/lookup");
+    }
+}
+
 fn arc_swap_reads(s: &Settings, r: &mut Results) {
     let (c, mut keys) = ArcSwapSnapshot::bulk(N as u64);
     Rng(3).shuffle(&mut keys);
@@ -428,8 +473,9 @@ fn targets(r: &Results) -> Vec<Target> {
             });
         }
     };
-    let g = "get_hit (guard per batch of 256)";
-    let p = "get_hit (pin per lookup)";
+    // The lookup targets use the interleaved measurements (see `interleaved_lookups`).
+    let g = "interleaved: get_hit (guard per batch of 256)";
+    let p = "interleaved: get_hit (pin per lookup)";
     check(
         "lookup under a held guard vs slotmap::get".into(),
         get(r, g, ours),
@@ -438,7 +484,7 @@ fn targets(r: &Results) -> Vec<Target> {
         true,
     );
     check("pin + lookup vs concurrent-slotmap".into(), get(r, p, ours), get(r, p, csm), 1.2, true);
-    let st = "get_stale (guard per batch of 256)";
+    let st = "interleaved: get_stale (guard per batch of 256)";
     check(
         "stale lookup under a guard vs slotmap".into(),
         get(r, st, ours),
@@ -636,6 +682,7 @@ fn main() {
         ConcurrentSlotMap
     );
     arc_swap_reads(&s, &mut r);
+    interleaved_lookups(&s, &mut r);
     all_multi!(
         Ours,
         StdRwLockSlotMap,
