@@ -171,6 +171,7 @@ pub struct Iter<'g, K: Key, V> {
 impl<'g, K: Key, V> Iterator for Iter<'g, K, V> {
     type Item = (K, &'g V);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             while self.bits != 0 {
@@ -194,18 +195,32 @@ impl<'g, K: Key, V> Iterator for Iter<'g, K, V> {
                     return Some((key_of((self.base + offset) as u32, version), unsafe { &*ptr }));
                 }
             }
+            if !self.refill() {
+                return None;
+            }
+        }
+    }
+}
+
+impl<K: Key, V> Iter<'_, K, V> {
+    /// Loads the next occupancy word, moving to the next page when this one is done.
+    /// `false` when every page has been visited. Out of line: the per-value loop of `next`
+    /// stays small enough to inline.
+    #[inline(never)]
+    fn refill(&mut self) -> bool {
+        loop {
             if let Some(word) = self.words.get(self.word) {
                 // Relaxed: a hint. A value inserted before the iteration began had its bit
                 // set before that (coherence); anything else may or may not be seen.
                 self.bits = word.load(Ordering::Relaxed);
                 self.bits_offset = self.word * 64;
                 self.word += 1;
-                continue;
+                return true;
             }
             let pages = &self.guard.map.shared.pages;
             let left = self.pages_left.get_or_insert_with(|| pages.present_pages());
             if *left == 0 {
-                return None;
+                return false;
             }
             let page = left.trailing_zeros() as usize;
             *left &= *left - 1;
