@@ -282,10 +282,9 @@ impl<K: Key, V> SlotMap<K, V> {
     /// `alloc_slot`, and when the map is at its limit, one non-blocking attempt to recycle
     /// what is pending.
     fn alloc_slot_or_collect(&self) -> Option<u32> {
+        // No shortcut on `pending() == 0`: that statistic can read low while a batch is
+        // being taken, and a map at its limit must not report "full" with slots in flight.
         self.alloc_slot().or_else(|| {
-            if self.shared.pending() == 0 {
-                return None;
-            }
             self.try_reclaim();
             self.alloc_slot()
         })

@@ -340,8 +340,10 @@ impl<V> PageTable<V> {
         if !cfg!(epoch_slotmap_mutant = "shrink_without_watermark") {
             self.watermark[page].fetch_max(high.next_multiple_of(2), Ordering::Relaxed);
         }
-        // Relaxed (both): ordered before the Release swap of the page pointer below; readers
-        // that still load the old values are pinned, so the memory outlives them.
+        // Relaxed (both): readers that still load the old values were pinned before the
+        // deferred free that `shrink_to_fit` queues after this (its grace period waits for
+        // them), so the memory outlives them; a re-install's stores come after these through
+        // the page pointer's Release swap below and its AcqRel CAS.
         self.biased[page].store(std::ptr::null_mut(), Ordering::Relaxed);
         self.present.fetch_and(!(1 << page), Ordering::Relaxed);
         // Relaxed: the caller owns the page; the Release swap below publishes the null.

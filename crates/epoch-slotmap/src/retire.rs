@@ -387,8 +387,10 @@ impl<V> Shared<V> {
     /// Removed slots on the removed stack or in a batch not run yet (a statistic).
     pub(crate) fn removing(&self) -> usize {
         let c = &self.counters;
-        // Relaxed: statistics. Read the stack before the counters: a take in between moves
-        // its count into `removes_retired`, which is then read after, so it is not lost.
+        // Relaxed: statistics, read one after another: a take running between these loads
+        // can make the result briefly low (its count left the stack but is not yet added
+        // to `removes_retired`) or high (counted on both). Nothing relies on it being exact
+        // under concurrency; at quiescence it is.
         let on_stack = (self.removed.load(Ordering::Relaxed) >> 32) as usize;
         let done = c.removes_done.load(Ordering::Relaxed);
         (c.removes_retired.load(Ordering::Relaxed) + on_stack).saturating_sub(done)
@@ -409,8 +411,8 @@ impl<V> Shared<V> {
     /// Values removed or replaced whose drop has not run yet.
     pub(crate) fn pending(&self) -> usize {
         let c = &self.counters;
-        // Relaxed: statistics. A batch may drop a value before its retirement is counted, so
-        // the difference saturates at 0 instead of going negative.
+        // Relaxed: statistics. A batch may drop a replaced value before its retirement is
+        // counted, so the difference saturates at 0 instead of going negative.
         let replacing = c
             .replaces_retired
             .load(Ordering::Relaxed)
