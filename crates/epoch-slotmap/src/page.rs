@@ -159,11 +159,14 @@ impl<V> PageTable<V> {
         if biased.is_null() {
             return None;
         }
+        // (Multiplies wrap: on 32-bit targets the byte offset of a restored map's cut high
+        // page can exceed the address space; the sum still lands in the page.)
         // `biased + index * size - 1` is `base + offset * size`: inside the page, because
         // `offset < len_of(page)` (as in `slot`). Wrapping arithmetic on the pointer keeps
         // its provenance (the page's allocation).
-        let slot =
-            biased.wrapping_add((index * std::mem::size_of::<Slot<V>>()).wrapping_sub(1)).cast::<Slot<V>>();
+        let slot = biased
+            .wrapping_add(index.wrapping_mul(std::mem::size_of::<Slot<V>>()).wrapping_sub(1))
+            .cast::<Slot<V>>();
         // SAFETY: as in `slot`: a slot of a published page, which the caller's pin keeps
         // alive; the address is the one `slot` computes (see above).
         let slot = unsafe { &*slot };
@@ -291,7 +294,7 @@ impl<V> PageTable<V> {
                 // Acquire load in `live_value`.
                 let biased = fresh
                     .cast::<u8>()
-                    .wrapping_sub(page_start(page) * std::mem::size_of::<Slot<V>>())
+                    .wrapping_sub(page_start(page).wrapping_mul(std::mem::size_of::<Slot<V>>()))
                     .wrapping_add(1);
                 self.biased[page].store(biased, Ordering::Release);
                 Some(slots)
