@@ -149,7 +149,8 @@ struct KindState {
 /// let store = RuleStore::new();
 /// let id = store.add(Flag("beta", true));
 /// std::thread::scope(|s| {
-///     s.spawn(|| assert!(store.pin().get(id).unwrap().1));
+///     // The reader sees the old rule or the new one, whole: both are named "beta".
+///     s.spawn(|| assert_eq!(store.pin().get(id).unwrap().0, "beta"));
 ///     s.spawn(|| store.replace(id, Flag("beta", false)).ok().unwrap());
 /// });
 /// assert!(!store.pin().get(id).unwrap().1);
