@@ -441,13 +441,16 @@ second cache miss for every later read of that key. The concurrent-slotmap adapt
 remove + insert (a new key, the value stays inline). `{ri}` does the same with ours: writer vs \
 ours with replace, pin per lookup: {w1}; reader: {r1}.\n\
 - **Reader with a writer vs alone** (same reader loop, random keys from the shared key table). \
-This run: {a1}. The writer's key-table stores invalidate lines the reader reads and the two \
-vCPUs share one machine's caches, for every contender; ours pays a second miss per read of a \
-replaced (boxed) value on top. The lock-based tables' readers hold the read lock for a whole \
-batch of 256, so their writer's stores land between batches, never during one.\n\
+This run: {a1}. The writer's key-table stores invalidate lines the reader reads, and the two \
+vCPUs share one machine's caches. Ours keeps keys on replace, so every read finds a live value, \
+and a replaced value is boxed: a second miss per read. Adapters that replace by remove + insert \
+(concurrent-slotmap, sharded-slab, the remove + insert row of ours) hand the reader keys that \
+may already be dead, which resolve without touching a value. The lock-based tables' readers \
+hold the read lock for a whole batch of 256, so their writer's stores land between batches.\n\
 - **Insert + remove**. Each pins (a `lock cmpxchg` each), pops or pushes the free list, flips \
 the version, sets or clears an occupancy bit (what makes iteration skip holes) and queues the \
-slot for its grace period; there is no writer-shared counter left.\n",
+slot for its grace period; no statistics counter is updated by every writer any more (the \
+free list's and the removed stack's heads are the lines writers share).\n",
         w1 = ratio("mixed pin per lookup: writes/s (1 reader + 1 writer)", ri, ours),
         r1 = ratio("mixed pin per lookup: reads/s (1 reader + 1 writer)", ri, ours),
         a1 = across.join(", "),
