@@ -33,14 +33,9 @@ pub(crate) enum Grow {
 }
 
 impl<V> Shared<V> {
-    /// Slots of `page` below the map's limit.
-    pub(crate) fn usable(&self, page: usize) -> usize {
-        self.pages.len_of(page)
-    }
-
     /// Installs the lowest missing page and keeps its first slot for the caller.
     pub(crate) fn grow(&self) -> Grow {
-        let Some(page) = (0..PAGES).find(|&p| self.usable(p) > 0 && !self.pages.exists(p)) else {
+        let Some(page) = (0..PAGES).find(|&p| self.pages.len_of(p) > 0 && !self.pages.exists(p)) else {
             return Grow::Full;
         };
         match self.install_page(page, true) {
@@ -54,7 +49,7 @@ impl<V> Shared<V> {
     pub(crate) fn install_page(&self, page: usize, keep_first: bool) -> Option<u32> {
         let slots = self.pages.install(page)?;
         let start = page_start(page) as u32;
-        let usable = self.usable(page) as u32;
+        let usable = self.pages.len_of(page) as u32;
         // Relaxed: a statistic.
         self.counters.capacity.fetch_add(usable as usize, Ordering::Relaxed);
         let first = if keep_first { start + 1 } else { start };
@@ -76,7 +71,7 @@ impl<V> Shared<V> {
     pub(crate) fn restore_page(&self, page: usize) -> Option<&[Slot<V>]> {
         let slots = self.pages.install(page)?;
         // Relaxed: a statistic.
-        self.counters.capacity.fetch_add(self.usable(page), Ordering::Relaxed);
+        self.counters.capacity.fetch_add(self.pages.len_of(page), Ordering::Relaxed);
         Some(slots)
     }
 
@@ -93,14 +88,14 @@ impl<V> Shared<V> {
             index = self.slot(index).aux.load(Ordering::Relaxed) & LINK_MASK;
         }
         let releasable: Vec<usize> =
-            (1..PAGES).filter(|&p| self.pages.exists(p) && per_page[p] == self.usable(p)).collect();
+            (1..PAGES).filter(|&p| self.pages.exists(p) && per_page[p] == self.pages.len_of(p)).collect();
         for &page in &releasable {
             // SAFETY: we hold the reclaim lock (the only releaser), the page exists, and all
-            // of its usable slots are in the chain we took, so we own them; slots beyond the
-            // limit are never handed out.
+            // of its slots (a page holds only slots below the limit) are in the chain we
+            // took, so we own them.
             let memory = unsafe { self.pages.release(page) };
             // Relaxed: a statistic, and the wait in `shrink_to_fit` (paired below).
-            self.counters.capacity.fetch_sub(self.usable(page), Ordering::Relaxed);
+            self.counters.capacity.fetch_sub(self.pages.len_of(page), Ordering::Relaxed);
             self.counters.pages_releasing.fetch_add(1, Ordering::Relaxed);
             let counter = &self.counters.pages_releasing as *const AtomicUsize as usize;
             let free = move || {

@@ -131,7 +131,7 @@ impl<V> std::error::Error for InsertError<V> {}
 /// ```
 pub struct SlotMap<K: Key, V> {
     pub(crate) shared: SharedBox<V>,
-    pub(crate) domain: Domain,
+    domain: Domain,
     _key: PhantomData<fn(K) -> K>,
 }
 

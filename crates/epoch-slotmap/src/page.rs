@@ -49,16 +49,22 @@ pub(crate) fn locate_page(index: usize) -> usize {
 /// Page number and offset of slot `index` (which must be below `MAX_SLOTS`).
 #[inline(always)]
 pub(crate) fn locate(index: usize) -> (usize, usize) {
-    let n = (index >> FIRST_PAGE_SHIFT) + 1;
-    let page = (usize::BITS - 1 - n.leading_zeros()) as usize;
-    let base = ((1usize << page) - 1) << FIRST_PAGE_SHIFT;
-    (page, index - base)
+    let page = locate_page(index);
+    (page, index - page_start(page))
 }
 
 /// Slots in page `page`.
 #[inline(always)]
 pub(crate) const fn page_len(page: usize) -> usize {
     FIRST_PAGE << page
+}
+
+/// Slots of page `page` below a limit of `max_slots` (what the page holds in such a map).
+#[inline(always)]
+pub(crate) const fn page_len_below(page: usize, max_slots: usize) -> usize {
+    let len = page_len(page);
+    let room = max_slots.saturating_sub(page_start(page));
+    if len < room { len } else { room }
 }
 
 /// Index of the first slot of page `page`.
@@ -114,7 +120,7 @@ impl<V> PageTable<V> {
     /// Slots page `page` holds when it exists: all of them, or those below the limit.
     #[inline(always)]
     pub(crate) fn len_of(&self, page: usize) -> usize {
-        page_len(page).min(self.max_slots.saturating_sub(page_start(page)))
+        page_len_below(page, self.max_slots)
     }
 
     /// The slot at `index`, if its page exists. Any `u32` is accepted.

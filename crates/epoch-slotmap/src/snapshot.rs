@@ -25,7 +25,7 @@ use slotmap::Key;
 
 use crate::guard::Guard;
 use crate::map::SlotMap;
-use crate::page::{MAX_SLOTS, PAGES, page_len, page_start};
+use crate::page::{MAX_SLOTS, PAGES, page_len_below, page_start};
 use crate::slot::{FRESH_VERSION, Slot};
 use crate::sync::Ordering;
 
@@ -253,7 +253,7 @@ fn check<V>(snapshot: &SnapshotIn<V>) -> Result<(), Invalid> {
             return Err(Invalid::PageOrder { page: page_in.page });
         }
         next_page = page + 1;
-        let expected = page_len(page).min(max_slots - page_start(page));
+        let expected = page_len_below(page, max_slots);
         if page_in.slots.len() != expected {
             return Err(Invalid::PageLength { page, found: page_in.slots.len(), expected });
         }
