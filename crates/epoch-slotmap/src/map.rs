@@ -488,7 +488,7 @@ impl<K: Key, V> SlotMap<K, V> {
         // Pinned: a stale key's page may be released by `shrink_to_fit`. Once the CAS below
         // succeeds the slot is ours (not vacant), so its page stays.
         let _pin = self.domain.pin();
-        let Some(slot) = self.shared.pages.slot(index) else {
+        let Some(slot) = self.shared.pages.slot_by_bias(index) else {
             return false;
         };
         if version & 1 == 0 {
@@ -552,7 +552,7 @@ impl<K: Key, V> SlotMap<K, V> {
     pub fn replace(&self, key: K, value: V) -> Result<(), V> {
         let (index, version) = split(key);
         let guard = self.domain.pin();
-        let Some(slot) = self.shared.pages.slot(index) else {
+        let Some(slot) = self.shared.pages.slot_by_bias(index) else {
             return Err(value);
         };
         // Acquire pairs with insert's Release version store.
@@ -585,7 +585,7 @@ impl<K: Key, V> SlotMap<K, V> {
     pub fn update(&self, key: K, mut f: impl FnMut(&V) -> V) -> bool {
         let (index, version) = split(key);
         let guard = self.domain.pin();
-        let Some(slot) = self.shared.pages.slot(index) else {
+        let Some(slot) = self.shared.pages.slot_by_bias(index) else {
             return false;
         };
         loop {

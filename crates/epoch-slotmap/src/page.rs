@@ -146,12 +146,22 @@ impl<V> PageTable<V> {
         Some(unsafe { &*base.add(offset) })
     }
 
-    /// The value of key `(index, version)` if that key is live: the readers' path, one
-    /// function so that no `Option<&Slot>` is built in between. Any `u32`s are accepted.
+    /// The value of key `(index, version)` if that key is live: the readers' path. Any
+    /// `u32`s are accepted.
     ///
     /// The caller must be pinned in the map's domain (see `Slot::load_live`).
     #[inline(always)]
     pub(crate) fn live_value(&self, index: u32, version: u32) -> Option<*const V> {
+        self.slot_by_bias(index)?.load_live(version)
+    }
+
+    /// The slot at `index`, if its page is installed: as `slot`, but through the page's
+    /// biased base (one multiply-add instead of `locate`'s offset arithmetic), for the hot
+    /// paths. Any `u32` is accepted. `None` also while the page's installer has not finished
+    /// (it stores the base last) or once its releaser has started (it clears the base first);
+    /// nobody holds a key or an owned slot of a page in either state.
+    #[inline(always)]
+    pub(crate) fn slot_by_bias(&self, index: u32) -> Option<&Slot<V>> {
         let index = index as usize;
         if index >= self.max_slots {
             return None;
@@ -173,10 +183,9 @@ impl<V> PageTable<V> {
         let slot = biased
             .wrapping_add(index.wrapping_mul(std::mem::size_of::<Slot<V>>()).wrapping_sub(1))
             .cast::<Slot<V>>();
-        // SAFETY: as in `slot`: a slot of a published page, which the caller's pin keeps
-        // alive; the address is the one `slot` computes (see above).
-        let slot = unsafe { &*slot };
-        slot.load_live(version)
+        // SAFETY: as in `slot`: a slot of a published page, which the caller's pin or owned
+        // slot keeps alive; the address is the one `slot` computes (see above).
+        Some(unsafe { &*slot })
     }
 
     /// The occupancy words of page `page`, if it exists and its installer published them.

@@ -108,7 +108,7 @@ impl<V> Shared<V> {
 
     #[inline(always)]
     pub(crate) fn slot(&self, index: u32) -> &Slot<V> {
-        self.pages.slot(index).expect("retired slot index lies in an existing page")
+        self.pages.slot_by_bias(index).expect("retired slot index lies in an installed page")
     }
 
     /// Queues slot `index`, whose version the caller just made even, for recycling.
@@ -252,8 +252,9 @@ impl<V> Shared<V> {
     /// the batch was taken, or the map is exclusively borrowed), and the chains come from one
     /// `take_batch` swap, run once.
     pub(crate) unsafe fn run_batch(&self, slots: u32, nodes: *mut Retired<V>, parity: usize) {
-        // Pass 1 drops every value; the counters then say so; pass 2 recycles the slots. In
-        // this order `pending` never counts a value twice because its slot was already reused.
+        // Every value is dropped and counted before any slot of the batch goes back to the
+        // free list: in this order `pending` never counts a value twice because its slot was
+        // already reused. Pass 1: the replaced values.
         let mut replaced = 0;
         let mut node = nodes;
         while !node.is_null() {
@@ -262,42 +263,70 @@ impl<V> Shared<V> {
             if retired.inline_of == NIL {
                 // SAFETY: a boxed value node holds an initialised value nobody can see now;
                 // pass 2 frees the node without touching the value again.
-                drop_quietly(unsafe { retired.value.assume_init_read() });
+                unsafe { drop_in_place_quietly(retired.value.as_mut_ptr()) };
             } else {
                 // SAFETY: the note stands for this slot's inline value, which was replaced
                 // before the batch was taken and is unreachable now; the slot cannot have been
                 // reused, because it is recycled only after pass 2 clears INLINE_PENDING.
-                drop_quietly(unsafe { self.slot(retired.inline_of).inline_mut().read() });
+                unsafe { drop_in_place_quietly(self.slot(retired.inline_of).inline_mut()) };
             }
             replaced += 1;
             node = retired.next;
         }
+        // Removed slots, in one walk of their chain (each step a dependent load, so walking it
+        // once matters): drop the value; a slot whose drops have all run joins a local chain
+        // that goes onto the free list in one CAS at the end; a slot whose inline value's
+        // note is still pending waits for the handshake below (rare: it was replaced, then
+        // removed, within one batch period).
         let mut removed = 0;
+        let mut retired_slots = 0;
+        let mut chain = Chain { first: NIL, last: NIL };
+        let mut waiting = Vec::new();
         let mut index = slots;
         while index != NIL {
+            let slot = self.slot(index);
             // Relaxed: the link was published to us by the Acquire swap in `take_batch`; only
-            // pass 2 recycles (and so rewrites) it.
-            let next = self.slot(index).aux.load(Ordering::Relaxed) & LINK_MASK;
+            // we rewrite it (below, after reading it).
+            let next = slot.aux.load(Ordering::Relaxed) & LINK_MASK;
             // SAFETY: removed before this batch was taken; nobody can see its value now.
-            if let Some(value) = unsafe { self.drop_current(index) } {
-                drop_quietly(value);
-            }
+            unsafe { self.drop_current_in_place(slot) };
             removed += 1;
+            // Acquire pairs with the AcqRel `fetch_and` of the note's runner: a clear bit
+            // means the inline value's drop happened before. Only a `replace`/`update` that
+            // saw the key live sets the bit, while still pinned, and the grace period since
+            // the slot died waited for that pin: a clear bit stays clear, and nobody else
+            // writes `aux` now.
+            if slot.aux.load(Ordering::Acquire) & INLINE_PENDING != 0 {
+                waiting.push(index);
+            // Relaxed: this thread (or one it synchronised with) made the version even.
+            } else if slot.version.load(Ordering::Relaxed) == 0 {
+                retired_slots += 1;
+            } else {
+                // Relaxed: published by the Release CAS of `push_chain`. Clears the flag
+                // bits, as `FreeList::push` does.
+                slot.aux.store(chain.first, Ordering::Relaxed);
+                if chain.last == NIL {
+                    chain.last = index;
+                }
+                chain.first = index;
+            }
             index = next;
         }
-        // Relaxed: statistics; `reclaim` synchronises through `in_flight` below.
+        // Relaxed: statistics; `reclaim` synchronises through `in_flight` below. Updated
+        // before any slot of the batch can be reused, so `pending` never counts a value twice.
         self.counters.replaces_done.fetch_add(replaced, Ordering::Relaxed);
         self.counters.removes_done.fetch_add(removed, Ordering::Relaxed);
+        self.counters.retired_slots.fetch_add(retired_slots, Ordering::Relaxed);
 
         let mut node = nodes;
         while !node.is_null() {
-            // SAFETY: as in pass 1; the value inside was moved out there, so only the
+            // SAFETY: as in pass 1; the value inside was dropped there, so only the
             // allocation is freed (`Retired` has no drop glue for `value`).
             let retired = unsafe { Box::from_raw(node) };
             node = retired.next;
             if retired.inline_of != NIL {
                 let slot = self.slot(retired.inline_of);
-                // AcqRel: the handshake with `finish_drop`; Release publishes our drop to the
+                // AcqRel: the handshake with `drops_done`; Release publishes our drop to the
                 // one that recycles, Acquire sees theirs if we recycle.
                 let before = slot.aux.fetch_and(!INLINE_PENDING, Ordering::AcqRel);
                 if before & RECYCLE_WAITING != 0 {
@@ -305,27 +334,45 @@ impl<V> Shared<V> {
                 }
             }
         }
-        let mut index = slots;
-        while index != NIL {
-            // Relaxed: as in pass 1.
-            let next = self.slot(index).aux.load(Ordering::Relaxed) & LINK_MASK;
+        if chain.first != NIL {
+            self.free.push_chain(&self.pages, chain.first, chain.last);
+        }
+        for index in waiting {
             self.finish_drop(index);
-            index = next;
         }
         // AcqRel: Release makes every drop above visible to `reclaim`, whose RMW read of
         // `in_flight` reads from this decrement (or a later one).
         self.in_flight[parity].fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// Takes the value word of a dead slot, leaving null: null, the inline storage's address,
+    /// or a boxed node that is now the caller's.
+    ///
+    /// # Safety
+    /// The caller owns the dead slot: its version is even and every thread that could read
+    /// or swap its value word (a reader, `replace`, `update`: all of them pinned while they
+    /// do) has unpinned since the version went even, or the map is borrowed mutably.
+    unsafe fn take_value_word(&self, slot: &Slot<V>) -> *mut V {
+        // Acquire pairs with the Release of whoever stored the pointer (insert's version
+        // store, replace's swap), so the value's bytes are visible. A load and a store, not a
+        // swap: by the safety contract no other thread writes the word any more.
+        let ptr = slot.value.load(Ordering::Acquire);
+        if !ptr.is_null() {
+            // Relaxed: only this thread reads the word until the slot is handed out again,
+            // which publishes it (the free list's Release push).
+            slot.value.store(std::ptr::null_mut(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
     /// Moves the current value of a dead slot out and clears its value pointer.
     ///
     /// # Safety
-    /// The slot's version is even and no reader can still see its value.
+    /// As for `take_value_word`.
     pub(crate) unsafe fn drop_current(&self, index: u32) -> Option<V> {
         let slot = self.slot(index);
-        // Acquire pairs with the Release of whoever stored the pointer (insert's version
-        // store, replace's swap), so the value's bytes are visible.
-        let ptr = slot.value.swap(std::ptr::null_mut(), Ordering::Acquire);
+        // SAFETY: the caller's contract is `take_value_word`'s.
+        let ptr = unsafe { self.take_value_word(slot) };
         if ptr.is_null() {
             None
         } else if std::ptr::eq(ptr, slot.inline_ptr()) {
@@ -333,19 +380,57 @@ impl<V> Shared<V> {
             Some(unsafe { slot.inline_mut().read() })
         } else {
             // SAFETY: any other pointer is a boxed `Retired` node from `Retired::boxed`, now
-            // owned by us (the swap took it).
+            // owned by us (`take_value_word`).
             let node = unsafe { Box::from_raw(ptr.cast::<Retired<V>>()) };
             // SAFETY: a boxed value node holds an initialised value.
             Some(unsafe { node.value.assume_init_read() })
         }
     }
 
+    /// Drops the current value of a dead slot where it lies (no move: for a value without
+    /// drop glue this touches only the value word) and clears its value pointer.
+    ///
+    /// # Safety
+    /// As for `take_value_word`.
+    unsafe fn drop_current_in_place(&self, slot: &Slot<V>) {
+        // SAFETY: the caller's contract is `take_value_word`'s.
+        let ptr = unsafe { self.take_value_word(slot) };
+        if ptr.is_null() {
+        } else if std::ptr::eq(ptr, slot.inline_ptr()) {
+            // SAFETY: the inline value is initialised (the pointer said so), unreachable, and
+            // never read again: the slot's next value is written over it.
+            unsafe { drop_in_place_quietly(slot.inline_mut()) };
+        } else {
+            // SAFETY: any other pointer is a boxed `Retired` node from `Retired::boxed`, now
+            // owned by us (`take_value_word`).
+            let mut node = unsafe { Box::from_raw(ptr.cast::<Retired<V>>()) };
+            // SAFETY: a boxed value node holds an initialised value; freeing the node below
+            // does not drop it again (`MaybeUninit`).
+            unsafe { drop_in_place_quietly(node.value.as_mut_ptr()) };
+        }
+    }
+
+    /// Whether both drops ahead of dead slot `index` have run (see the header), so that its
+    /// caller, which ran the current value's, may recycle it; if not, the pending note's
+    /// runner recycles it.
+    fn drops_done(&self, index: u32) -> bool {
+        let aux = &self.slot(index).aux;
+        // Acquire pairs with the AcqRel `fetch_and` of the note's runner: a clear bit means
+        // the inline value's drop happened before. Only a `replace`/`update` that saw the key
+        // live sets the bit, while still pinned, and the caller's grace period (or `&mut`)
+        // waited for that pin, so a clear bit stays clear and needs no handshake.
+        if aux.load(Ordering::Acquire) & INLINE_PENDING == 0 {
+            return true;
+        }
+        // AcqRel: the handshake with the note in `run_batch`.
+        let before = aux.fetch_or(RECYCLE_WAITING, Ordering::AcqRel);
+        before & INLINE_PENDING == 0
+    }
+
     /// After the current value of a dead slot is gone: recycle it now, or leave that to its
     /// pending inline note.
     pub(crate) fn finish_drop(&self, index: u32) {
-        // AcqRel: the handshake with the note in `run_batch`.
-        let before = self.slot(index).aux.fetch_or(RECYCLE_WAITING, Ordering::AcqRel);
-        if before & INLINE_PENDING == 0 {
+        if self.drops_done(index) {
             self.recycle(index);
         }
     }
@@ -429,12 +514,25 @@ struct Batch<V> {
     next: *mut Batch<V>,
 }
 
-/// Drops a value; a panic in its `Drop` is contained so the batch carries on and no slot is
-/// lost (the panic hook has already reported it).
-fn drop_quietly<V>(value: V) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+/// Drops the value at `value` in place; a panic in its `Drop` is contained so the batch
+/// carries on and no slot is lost (the panic hook has already reported it).
+///
+/// # Safety
+/// `value` points at an initialised value that nothing reads or drops again.
+unsafe fn drop_in_place_quietly<V>(value: *mut V) {
+    if !std::mem::needs_drop::<V>() {
+        return;
+    }
+    // SAFETY: the caller's contract.
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| unsafe { std::ptr::drop_in_place(value) })) {
         drop_payload(payload);
     }
+}
+
+/// A chain of recycled slots linked through `aux`, pushed onto the free list at once.
+struct Chain {
+    first: u32,
+    last: u32,
 }
 
 /// Drops a panic payload without letting a panic in the payload's own `Drop` unwind further
