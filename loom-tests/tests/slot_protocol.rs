@@ -148,6 +148,46 @@ scenario!(replace_vs_get, heavy, REPLACE_VS_GET => ["old", "new"], |r: Reclaimer
     side.assert_all_dropped([0, 1]);
 });
 
+static REPLACE_VS_REMOVE: Outcomes = Outcomes::new();
+scenario!(replace_vs_remove, bounded, REPLACE_VS_REMOVE => ["replaced", "refused"], |r: Reclaimer| {
+    // A replace of the inline value racing the remove of the same key: the slot then has two
+    // drops queued (the inline value's note and the current value's), possibly in different
+    // batches, and must be recycled exactly once, after both (the INLINE_PENDING /
+    // RECYCLE_WAITING handshake, and the batch runner's shortcut when the note has run).
+    let side = Side::new(6);
+    let map: Arc<Map> = Arc::new(r.map());
+    let k = map.insert(Val::new(0, &side));
+    let filler = map.insert(Val::new(1, &side));
+    let replacer = {
+        let (map, side) = (map.clone(), side.clone());
+        thread::spawn(move || {
+            let outcome = if map.replace(k, Val::new(2, &side)).is_ok() { "replaced" } else { "refused" };
+            REPLACE_VS_REMOVE.record(outcome);
+        })
+    };
+    let remover = {
+        let map = map.clone();
+        // Two removes fill a batch (2 under loom): the note lands in it or in a later one.
+        thread::spawn(move || {
+            assert!(map.remove(k));
+            assert!(map.remove(filler));
+        })
+    };
+    replacer.join().unwrap();
+    remover.join().unwrap();
+    map.reclaim();
+    side.assert_all_dropped([0, 1, 2]);
+    assert_eq!(map.stats().pending, 0);
+    // A slot recycled twice would sit on the free list twice and be handed out twice: the
+    // first of its two keys would then read as dead.
+    let fresh: Vec<DefaultKey> = (3..6).map(|i| map.insert(Val::new(i, &side))).collect();
+    for &f in &fresh {
+        assert!(map.pin().get(f).is_some(), "a recycled slot was handed out twice");
+    }
+    drop(map);
+    side.assert_all_dropped(0..6);
+});
+
 static UPDATE_VS_UPDATE: Outcomes = Outcomes::new();
 scenario!(update_vs_update, heavy, UPDATE_VS_UPDATE => ["retried", "no retry"], |r: Reclaimer| {
     let map: Arc<SlotMap<DefaultKey, usize>> = Arc::new(r.map());

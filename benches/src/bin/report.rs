@@ -173,21 +173,22 @@ fn memory<C: Contender>(r: &mut Results) {
     drop(c);
 }
 
-/// Reader and writer throughput with one writer replacing at full speed (or, with
-/// `with_writer` false, the same reader alone: the baseline for "reader with writer").
-fn mixed<C: Contender + Send + Sync + 'static>(
+/// One sample of a mixed workload: (reads/s, writes/s if there is a writer).
+type MixedSampler = Box<dyn FnMut() -> (f64, Option<f64>)>;
+
+/// A filled contender and its shared key table, ready to give samples of reader (and, with
+/// `with_writer`, writer) throughput with one writer replacing at full speed; without the
+/// writer, the same reader alone: the baseline for "reader with writer".
+fn mixed_rig<C: Contender + Send + Sync + 'static>(
     s: &Settings,
-    r: &mut Results,
     batch: bool,
     with_writer: bool,
-    label: &str,
-) {
+) -> (&'static str, MixedSampler) {
     let (c, keys) = filled::<C>(N);
     let c = Arc::new(c);
     let set = KeySet::new(&keys);
-    let mut reads = Vec::new();
-    let mut writes = Vec::new();
-    for _ in 0..s.samples {
+    let window = s.window;
+    let sample = move || {
         let stop = Arc::new(AtomicBool::new(false));
         let barrier = Arc::new(Barrier::new(if with_writer { 3 } else { 2 }));
         let writer = with_writer.then(|| {
@@ -198,8 +199,13 @@ fn mixed<C: Contender + Send + Sync + 'static>(
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let i = (rng.next_u64() % N as u64) as usize;
-                    let k = c.replace(set.get(i), Rule::new(n));
-                    set.set(i, k);
+                    let old = set.get(i);
+                    let k = c.replace(old, Rule::new(n));
+                    // Only a changed key is stored: rewriting an unchanged one would make the
+                    // reader miss on the key table for nothing.
+                    if k != old {
+                        set.set(i, k);
+                    }
                     n += 1;
                 }
                 n
@@ -229,20 +235,42 @@ fn mixed<C: Contender + Send + Sync + 'static>(
             })
         };
         barrier.wait();
-        std::thread::sleep(s.window);
+        std::thread::sleep(window);
         stop.store(true, Ordering::Relaxed);
-        let t = s.window.as_secs_f64();
-        if let Some(writer) = writer {
-            writes.push(writer.join().unwrap() as f64 / t);
+        let t = window.as_secs_f64();
+        let writes = writer.map(|w| w.join().unwrap() as f64 / t);
+        (reader.join().unwrap() as f64 / t, writes)
+    };
+    (C::NAME, Box::new(sample))
+}
+
+/// A mixed workload for every contender, measured in alternation sample by sample (as
+/// `interleaved_lookups` does), so that the machine's slow swings hit all of them alike.
+fn mixed(
+    s: &Settings,
+    r: &mut Results,
+    label: &str,
+    with_writer: bool,
+    mut rigs: Vec<(&'static str, MixedSampler)>,
+) {
+    let mut reads: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    let mut writes: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    for _ in 0..s.samples {
+        for (who, sample) in rigs.iter_mut() {
+            let (rd, wr) = sample();
+            reads.entry(*who).or_default().push(rd);
+            if let Some(wr) = wr {
+                writes.entry(*who).or_default().push(wr);
+            }
         }
-        reads.push(reader.join().unwrap() as f64 / t);
     }
-    if !with_writer {
-        record(r, &format!("mixed {label}: reads/s (reader alone)"), C::NAME, median(reads), "ops/s");
-        return;
+    let reads_label = if with_writer { "reads/s (1 reader + 1 writer)" } else { "reads/s (reader alone)" };
+    for (who, v) in reads {
+        record(r, &format!("mixed {label}: {reads_label}"), who, median(v), "ops/s");
     }
-    record(r, &format!("mixed {label}: reads/s (1 reader + 1 writer)"), C::NAME, median(reads), "ops/s");
-    record(r, &format!("mixed {label}: writes/s (1 reader + 1 writer)"), C::NAME, median(writes), "ops/s");
+    for (who, v) in writes {
+        record(r, &format!("mixed {label}: writes/s (1 reader + 1 writer)"), who, median(v), "ops/s");
+    }
 }
 
 /// Reads/s of `readers` threads with no writer, guard per batch.
@@ -328,9 +356,6 @@ fn mix<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results, name
 }
 
 fn multi<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results) {
-    mixed::<C>(s, r, false, true, "pin per lookup");
-    mixed::<C>(s, r, true, true, "guard per 256");
-    mixed::<C>(s, r, true, false, "guard per 256");
     readers_only::<C>(s, r, 1);
     readers_only::<C>(s, r, 2);
     mix::<C>(s, r, "ReadHeavy 98/1/1/0", [98, 1, 1, 0]);
@@ -441,16 +466,20 @@ second cache miss for every later read of that key. The concurrent-slotmap adapt
 remove + insert (a new key, the value stays inline). `{ri}` does the same with ours: writer vs \
 ours with replace, pin per lookup: {w1}; reader: {r1}.\n\
 - **Reader with a writer vs alone** (same reader loop, random keys from the shared key table). \
-This run: {a1}. The writer's key-table stores invalidate lines the reader reads, and the two \
-vCPUs share one machine's caches. Ours keeps keys on replace, so every read finds a live value, \
-and a replaced value is boxed: a second miss per read. Adapters that replace by remove + insert \
-(concurrent-slotmap, sharded-slab, the remove + insert row of ours) hand the reader keys that \
-may already be dead, which resolve without touching a value. The lock-based tables' readers \
-hold the read lock for a whole batch of 256, so their writer's stores land between batches.\n\
-- **Insert + remove**. Each pins (a `lock cmpxchg` each), pops or pushes the free list, flips \
-the version, sets or clears an occupancy bit (what makes iteration skip holes) and queues the \
-slot for its grace period; no statistics counter is updated by every writer any more (the \
-free list's and the removed stack's heads are the lines writers share).\n",
+This run: {a1}. The writer stores a key in the shared table only when it changed: adapters \
+that replace by remove + insert (concurrent-slotmap, sharded-slab, the remove + insert row of \
+ours) store one per write, which invalidates a line the reader reads, and hand the reader keys \
+that may already be dead, which resolve without touching a value. Ours keeps keys on replace, so \
+every read finds a live value, and a replaced value is boxed: a second miss per read, against one \
+for the reader alone on a freshly filled map. The lock-based tables' readers hold the read lock \
+for a whole batch of 256, so their writer's stores land between batches. All mixed workloads are \
+measured in alternation, contender by contender within each sample round.\n\
+- **Insert + remove**. Each pins (a `lock cmpxchg` each), pops the free list, flips the version, \
+sets or clears an occupancy bit (what makes iteration skip holes) and queues the slot for its \
+grace period. The batch that recycles 64 slots walks their chain once and puts them back on the \
+free list with one CAS. Against sharded-slab's 0.5x target: sharded-slab reuses a removed slot \
+at once (its generation counter guards stale keys), while ours waits a grace period before any \
+slot is reused, which is what lets readers hold plain references without a per-read count.\n",
         w1 = ratio("mixed pin per lookup: writes/s (1 reader + 1 writer)", ri, ours),
         r1 = ratio("mixed pin per lookup: reads/s (1 reader + 1 writer)", ri, ours),
         a1 = across.join(", "),
@@ -696,9 +725,21 @@ fn main() {
         SccHashIndex,
         ConcurrentSlotMap
     );
-    // Ours with replace as remove + insert, in the mixed workloads only.
-    mixed::<OursRemoveInsert>(&s, &mut r, false, true, "pin per lookup");
-    mixed::<OursRemoveInsert>(&s, &mut r, true, true, "guard per 256");
+    // The mixed workloads, every contender in alternation; ours with replace as remove +
+    // insert too (with a writer only: its reader alone is ours alone).
+    macro_rules! rigs {
+        ($batch:expr, $writer:expr; $($c:ty),*) => { vec![$( mixed_rig::<$c>(&s, $batch, $writer) ),*] }
+    }
+    for (label, batch, writer) in
+        [("pin per lookup", false, true), ("guard per 256", true, true), ("guard per 256", true, false)]
+    {
+        let mut rigs = rigs!(batch, writer; Ours, StdRwLockSlotMap, ParkingLotSlotMap, ShardedSlab,
+            DashMap, Papaya, SccHashIndex, ConcurrentSlotMap);
+        if writer {
+            rigs.push(mixed_rig::<OursRemoveInsert>(&s, batch, writer));
+        }
+        mixed(&s, &mut r, label, writer, rigs);
+    }
     // Ours after shrink_to_fit.
     {
         let (c, keys) = filled::<Ours>(N);

@@ -6,9 +6,9 @@
 //! released, so a reference to a value inside stays valid while other threads insert and grow.
 //! A page is released only by `shrink_to_fit` when every slot of it is vacant and off the free
 //! list; its memory is freed through the reclamation domain, so whoever loaded the page pointer
-//! while pinned may keep using it until it unpins. Therefore every access through `slot` or
-//! `page` happens either under a pin of the map's domain, or on a slot the caller owns (a slot
-//! that is live, retired or popped from the free list keeps its page alive).
+//! while pinned may keep using it until it unpins. Therefore every access through `slot`,
+//! `slot_by_bias` or `page` happens either under a pin of the map's domain, or on a slot the
+//! caller owns (a slot that is live, retired or popped from the free list keeps its page alive).
 //!
 //! Occupancy: each page has one bit per slot (`occupied`), set while the slot holds a live
 //! value: an inserter sets it before the Release store that makes the version live, a
@@ -159,7 +159,8 @@ impl<V> PageTable<V> {
     /// biased base (one multiply-add instead of `locate`'s offset arithmetic), for the hot
     /// paths. Any `u32` is accepted. `None` also while the page's installer has not finished
     /// (it stores the base last) or once its releaser has started (it clears the base first);
-    /// nobody holds a key or an owned slot of a page in either state.
+    /// nobody holds a live key or an owned slot of a page in either state (stale keys get
+    /// `None`, as they should).
     #[inline(always)]
     pub(crate) fn slot_by_bias(&self, index: u32) -> Option<&Slot<V>> {
         let index = index as usize;
@@ -306,7 +307,7 @@ impl<V> PageTable<V> {
                 // Release pairs with the Acquire load in `present_pages`.
                 self.present.fetch_or(1 << page, Ordering::Release);
                 // Last, once the slots hold their final versions. Release pairs with the
-                // Acquire load in `live_value`.
+                // Acquire load in `slot_by_bias`.
                 let biased = fresh
                     .cast::<u8>()
                     .wrapping_sub(page_start(page).wrapping_mul(std::mem::size_of::<Slot<V>>()))

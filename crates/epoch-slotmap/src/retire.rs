@@ -138,8 +138,9 @@ impl<V> Shared<V> {
     /// out. Returns true when a batch is due.
     pub(crate) fn retire_replaced(&self, index: u32, old: *mut V) -> bool {
         let slot = self.slot(index);
-        let node = if std::ptr::eq(old, slot.inline_ptr()) {
-            // AcqRel: ordered with the RECYCLE_WAITING handshake in `finish_drop`.
+        let node = if slot.holds_inline(old) {
+            // AcqRel: ordered with the RECYCLE_WAITING handshake in `drops_done`. (That the
+            // batch runner sees this bit at all comes from our pin: see `run_batch`.)
             slot.aux.fetch_or(INLINE_PENDING, Ordering::AcqRel);
             Retired::<V>::inline_note(index)
         } else {
@@ -254,7 +255,7 @@ impl<V> Shared<V> {
     pub(crate) unsafe fn run_batch(&self, slots: u32, nodes: *mut Retired<V>, parity: usize) {
         // Every value is dropped and counted before any slot of the batch goes back to the
         // free list: in this order `pending` never counts a value twice because its slot was
-        // already reused. Pass 1: the replaced values.
+        // already reused. Pass 1: the replaced values (boxed nodes and inline notes).
         let mut replaced = 0;
         let mut node = nodes;
         while !node.is_null() {
@@ -262,22 +263,23 @@ impl<V> Shared<V> {
             let retired = unsafe { &mut *node };
             if retired.inline_of == NIL {
                 // SAFETY: a boxed value node holds an initialised value nobody can see now;
-                // pass 2 frees the node without touching the value again.
+                // pass 3 frees the node without touching the value again.
                 unsafe { drop_in_place_quietly(retired.value.as_mut_ptr()) };
             } else {
                 // SAFETY: the note stands for this slot's inline value, which was replaced
                 // before the batch was taken and is unreachable now; the slot cannot have been
-                // reused, because it is recycled only after pass 2 clears INLINE_PENDING.
+                // reused, because it is recycled only after pass 3 clears INLINE_PENDING.
                 unsafe { drop_in_place_quietly(self.slot(retired.inline_of).inline_mut()) };
             }
             replaced += 1;
             node = retired.next;
         }
-        // Removed slots, in one walk of their chain (each step a dependent load, so walking it
-        // once matters): drop the value; a slot whose drops have all run joins a local chain
-        // that goes onto the free list in one CAS at the end; a slot whose inline value's
-        // note is still pending waits for the handshake below (rare: it was replaced, then
-        // removed, within one batch period).
+        // Pass 2, the removed slots, in one walk of their chain (each step a dependent load,
+        // so walking it once matters): drop the value; a slot whose drops have all run joins
+        // a local chain that goes onto the free list in one CAS at the end; a slot whose
+        // inline value's note has not run yet (the slot was replaced, then removed, and the
+        // note sits in this batch, a later one, or one running now) waits for the handshake
+        // after pass 3.
         let mut removed = 0;
         let mut retired_slots = 0;
         let mut chain = Chain { first: NIL, last: NIL };
@@ -285,18 +287,19 @@ impl<V> Shared<V> {
         let mut index = slots;
         while index != NIL {
             let slot = self.slot(index);
-            // Relaxed: the link was published to us by the Acquire swap in `take_batch`; only
-            // we rewrite it (below, after reading it).
-            let next = slot.aux.load(Ordering::Relaxed) & LINK_MASK;
+            // Acquire pairs with the AcqRel `fetch_and` of the note's runner: a clear
+            // INLINE_PENDING means the inline value's drop happened before. Only a
+            // `replace`/`update` that saw the key live sets the bit, while still pinned, and
+            // the grace period since the slot died waited for that pin (or the map is
+            // borrowed mutably): a clear bit stays clear, and nobody else writes `aux` now.
+            // The link bits came with the chain (the Acquire swap that took it, then the
+            // ripe stack's Release/Acquire pair); only we rewrite them, below.
+            let aux = slot.aux.load(Ordering::Acquire);
+            let next = aux & LINK_MASK;
             // SAFETY: removed before this batch was taken; nobody can see its value now.
             unsafe { self.drop_current_in_place(slot) };
             removed += 1;
-            // Acquire pairs with the AcqRel `fetch_and` of the note's runner: a clear bit
-            // means the inline value's drop happened before. Only a `replace`/`update` that
-            // saw the key live sets the bit, while still pinned, and the grace period since
-            // the slot died waited for that pin: a clear bit stays clear, and nobody else
-            // writes `aux` now.
-            if slot.aux.load(Ordering::Acquire) & INLINE_PENDING != 0 {
+            if aux & INLINE_PENDING != 0 {
                 waiting.push(index);
             // Relaxed: this thread (or one it synchronised with) made the version even.
             } else if slot.version.load(Ordering::Relaxed) == 0 {
@@ -318,6 +321,8 @@ impl<V> Shared<V> {
         self.counters.removes_done.fetch_add(removed, Ordering::Relaxed);
         self.counters.retired_slots.fetch_add(retired_slots, Ordering::Relaxed);
 
+        // Pass 3: free the nodes; a note clears INLINE_PENDING (recycling its slot if the
+        // slot's removal ran first, in an earlier batch); then the chain and the waiting slots.
         let mut node = nodes;
         while !node.is_null() {
             // SAFETY: as in pass 1; the value inside was dropped there, so only the
@@ -375,7 +380,7 @@ impl<V> Shared<V> {
         let ptr = unsafe { self.take_value_word(slot) };
         if ptr.is_null() {
             None
-        } else if std::ptr::eq(ptr, slot.inline_ptr()) {
+        } else if slot.holds_inline(ptr) {
             // SAFETY: the inline value is initialised (the pointer said so) and unreachable.
             Some(unsafe { slot.inline_mut().read() })
         } else {
@@ -396,7 +401,7 @@ impl<V> Shared<V> {
         // SAFETY: the caller's contract is `take_value_word`'s.
         let ptr = unsafe { self.take_value_word(slot) };
         if ptr.is_null() {
-        } else if std::ptr::eq(ptr, slot.inline_ptr()) {
+        } else if slot.holds_inline(ptr) {
             // SAFETY: the inline value is initialised (the pointer said so), unreachable, and
             // never read again: the slot's next value is written over it.
             unsafe { drop_in_place_quietly(slot.inline_mut()) };

@@ -60,10 +60,15 @@ impl<V> Slot<V> {
         self.inline.ptr_mut().cast::<V>()
     }
 
-    /// The address of the inline storage, for comparisons and reads.
+    /// Whether `ptr`, a value pointer this slot held, is the slot's inline storage (rather
+    /// than a boxed node). An exact comparison of addresses: a range check on the slot's
+    /// bytes would misjudge a zero-sized value, whose storage ends the slot. (Under loom,
+    /// taking the storage's address is a tracked read, so a recycler asking this while a
+    /// note's runner drops the inline value in another thread is reported as a race
+    /// although it reads nothing; see docs/loom.md.)
     #[inline(always)]
-    pub(crate) fn inline_ptr(&self) -> *const V {
-        self.inline.ptr().cast::<V>()
+    pub(crate) fn holds_inline(&self, ptr: *const V) -> bool {
+        std::ptr::eq(ptr, self.inline.ptr().cast::<V>())
     }
 
     /// The reader's check: the value of key version `version`, if that key is live.
