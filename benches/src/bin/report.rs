@@ -457,9 +457,11 @@ fn misses(r: &Results) -> String {
         "- **Lookups** (`get_hit`, `get_stale`). A lookup finds the slot through its page's biased \
 base (pages double in size and never move, so references stay valid while the map grows), checks \
 the version and follows the value pointer (a replace swaps in a whole new value atomically). That \
-is 26 instructions per lookup in the loop, against 14 for `slotmap::SlotMap::get` (callgrind, \
-2026-11-26), and the shuffled 100k-entry lookups are memory-bound on this VM: the gap is the price \
-of the concurrent layout, down from 38 instructions before the biased base.\n\
+is 20 instructions per lookup in the loop, against 14 for `slotmap::SlotMap::get` (the loops' \
+machine code, 2026-11-26): down from 38 before the biased base, and from 22 before the compiler \
+was told that a live slot's value pointer and a slot's address are never null. The shuffled \
+100k-entry lookups are memory-bound on this VM; the rest of the gap is the price of pages that \
+never move and of an atomic value pointer.\n\
 - **Writers replacing** (`mixed ... writes/s`). Our `replace` keeps the key, so the new value \
 is boxed and the old one retired through a grace period: an allocation, a deferred free, and a \
 second cache miss for every later read of that key. The concurrent-slotmap adapter replaces by \

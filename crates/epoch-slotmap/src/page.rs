@@ -184,6 +184,10 @@ impl<V> PageTable<V> {
         let slot = biased
             .wrapping_add(index.wrapping_mul(std::mem::size_of::<Slot<V>>()).wrapping_sub(1))
             .cast::<Slot<V>>();
+        // SAFETY: the address lies inside the page's allocation (above), so it is not null.
+        // (Wrapping arithmetic hides that from the compiler, which would otherwise test the
+        // `Option` built here on every lookup.)
+        unsafe { std::hint::assert_unchecked(!slot.is_null()) };
         // SAFETY: as in `slot`: a slot of a published page, which the caller's pin or owned
         // slot keeps alive; the address is the one `slot` computes (see above).
         Some(unsafe { &*slot })

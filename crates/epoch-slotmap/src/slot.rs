@@ -91,7 +91,15 @@ impl<V> Slot<V> {
         // Acquire pairs with the Release CAS in `replace`/`update` that published a boxed
         // replacement, so its contents are visible.
         let ptr = self.value.load(Ordering::Acquire);
-        if ptr.is_null() { None } else { Some(ptr.cast_const()) }
+        // The value word of a live slot is never null: `insert` stores it before the Release
+        // store that makes the version live (the Acquire load above saw that store, or a later
+        // one), `replace`/`update` only put node pointers in, and it goes back to null only in
+        // `take_value_word`, on a dead slot whose grace period has passed (which our pin
+        // holds back) or under `&mut`. Telling the compiler spares the reader a test.
+        debug_assert!(!ptr.is_null(), "a live slot's value word is null");
+        // SAFETY: the invariant just stated.
+        unsafe { std::hint::assert_unchecked(!ptr.is_null()) };
+        Some(ptr.cast_const())
     }
 }
 
