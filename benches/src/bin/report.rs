@@ -457,9 +457,9 @@ fn misses(r: &Results) -> String {
         "- **Lookups** (`get_hit`, `get_stale`). A lookup finds the slot through its page's biased \
 base (pages double in size and never move, so references stay valid while the map grows), checks \
 the version and follows the value pointer (a replace swaps in a whole new value atomically). That \
-is 20 instructions per lookup in the loop, against 14 for `slotmap::SlotMap::get` (the loops' \
-machine code, 2026-11-26): down from 38 before the biased base, and from 22 before the compiler \
-was told that a live slot's value pointer and a slot's address are never null. The shuffled \
+is 25 instructions per lookup in the loop, against 14 for `slotmap::SlotMap::get` (the loops' \
+machine code, 2026-11-26): down from 27 before the compiler was told that a live slot's value \
+pointer and a slot's address are never null, and from 38 (callgrind) before the biased base. The shuffled \
 100k-entry lookups are memory-bound on this VM; the rest of the gap is the price of pages that \
 never move and of an atomic value pointer.\n\
 - **Writers replacing** (`mixed ... writes/s`). Our `replace` keeps the key, so the new value \
