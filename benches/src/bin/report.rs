@@ -421,6 +421,46 @@ fn interleaved_lookups(s: &Settings, r: &mut Results) {
     }
 }
 
+/// A filled contender giving, per call, one sample of `insert + remove` and one of
+/// `remove random + insert` (ns per pair), as `single` measures them.
+fn write_rig<C: Contender + 'static>() -> (&'static str, Box<dyn FnMut() -> (f64, f64)>) {
+    let (c, mut live) = filled::<C>(N);
+    let mut rng = Rng(5);
+    let sample = move || {
+        let t = Instant::now();
+        for i in 0..N / 4 {
+            let k = c.insert(Rule::new(i as u64));
+            c.remove(k);
+        }
+        let pair = t.elapsed().as_nanos() as f64 / (N / 4) as f64;
+        let t = Instant::now();
+        for i in 0..N / 4 {
+            let at = (rng.next_u64() % live.len() as u64) as usize;
+            c.remove(live[at]);
+            live[at] = c.insert(Rule::new(i as u64));
+        }
+        (pair, t.elapsed().as_nanos() as f64 / (N / 4) as f64)
+    };
+    (C::NAME, Box::new(sample))
+}
+
+/// The write targets' three contenders measured in alternation, as `interleaved_lookups`
+/// does for the lookups.
+fn interleaved_writes(s: &Settings, r: &mut Results) {
+    let mut rigs = vec![write_rig::<Ours>(), write_rig::<ConcurrentSlotMap>(), write_rig::<ShardedSlab>()];
+    let mut m: BTreeMap<(&str, &'static str), Vec<f64>> = BTreeMap::new();
+    for _ in 0..s.samples * 3 {
+        for (who, sample) in rigs.iter_mut() {
+            let (pair, rr) = sample();
+            m.entry(("interleaved: insert + remove (100k live)", *who)).or_default().push(pair);
+            m.entry(("interleaved: remove random + insert (100k live)", *who)).or_default().push(rr);
+        }
+    }
+    for ((workload, who), samples) in m {
+        record(r, workload, who, median(samples), "ns/pair");
+    }
+}
+
 fn arc_swap_reads(s: &Settings, r: &mut Results) {
     let (c, mut keys) = ArcSwapSnapshot::bulk(N as u64);
     Rng(3).shuffle(&mut keys);
@@ -526,7 +566,8 @@ fn targets(r: &Results) -> Vec<Target> {
         2.0,
         true,
     );
-    let ir = "insert + remove (100k live)";
+    // The write targets use the interleaved measurements too (see `interleaved_writes`).
+    let ir = "interleaved: insert + remove (100k live)";
     check("insert + remove vs concurrent-slotmap".into(), get(r, ir, ours), get(r, ir, csm), 1.0, true);
     check(
         "insert + remove vs sharded-slab".into(),
@@ -535,7 +576,7 @@ fn targets(r: &Results) -> Vec<Target> {
         0.5,
         true,
     );
-    let rr = "remove random + insert (100k live)";
+    let rr = "interleaved: remove random + insert (100k live)";
     check(
         "remove random + insert vs sharded-slab".into(),
         get(r, rr, ours),
@@ -717,6 +758,7 @@ fn main() {
     );
     arc_swap_reads(&s, &mut r);
     interleaved_lookups(&s, &mut r);
+    interleaved_writes(&s, &mut r);
     all_multi!(
         Ours,
         StdRwLockSlotMap,
