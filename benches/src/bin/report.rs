@@ -423,7 +423,10 @@ fn interleaved_lookups(s: &Settings, r: &mut Results) {
 
 /// A filled contender giving, per call, one sample of `insert + remove` and one of
 /// `remove random + insert` (ns per pair), as `single` measures them.
-fn write_rig<C: Contender + 'static>() -> (&'static str, Box<dyn FnMut() -> (f64, f64)>) {
+/// One sample of the write workloads: (insert + remove, remove random + insert), ns per pair.
+type WriteSampler = Box<dyn FnMut() -> (f64, f64)>;
+
+fn write_rig<C: Contender + 'static>() -> (&'static str, WriteSampler) {
     let (c, mut live) = filled::<C>(N);
     let mut rng = Rng(5);
     let sample = move || {
@@ -447,7 +450,7 @@ fn write_rig<C: Contender + 'static>() -> (&'static str, Box<dyn FnMut() -> (f64
 /// The write targets' three contenders measured in alternation, as `interleaved_lookups`
 /// does for the lookups.
 fn interleaved_writes(s: &Settings, r: &mut Results) {
-    let mut rigs = vec![write_rig::<Ours>(), write_rig::<ConcurrentSlotMap>(), write_rig::<ShardedSlab>()];
+    let mut rigs = [write_rig::<Ours>(), write_rig::<ConcurrentSlotMap>(), write_rig::<ShardedSlab>()];
     let mut m: BTreeMap<(&str, &'static str), Vec<f64>> = BTreeMap::new();
     for _ in 0..s.samples * 3 {
         for (who, sample) in rigs.iter_mut() {
