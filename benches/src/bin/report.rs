@@ -839,10 +839,14 @@ fn main() {
          charts are rewritten by each run; re-run it when the engine changes). Criterion benches of the \
          lookups: `cargo bench -p benches`.\n\nMachine: {}. Multi-threaded figures are **2-thread** figures \
          (the machine has 2 vCPUs, shared and noisy: compare ratios within one run, not absolute numbers \
-         across runs). Medians of {} samples; value: a 64-byte rule; 100 000 live entries.\n",
+         across runs). Medians of {} samples; the `interleaved:` rows, which the lookup and write \
+         targets use, are medians of {} rounds in which their contenders alternate, and the mixed \
+         workloads alternate every contender within each sample. Value: a 64-byte rule; 100 000 \
+         live entries.\n",
         if quick { " -- --quick" } else { "" },
         machine(),
-        s.samples
+        s.samples,
+        s.samples * 3
     );
     let _ = writeln!(md, "## Targets\n");
     for t in &targets {
