@@ -77,7 +77,12 @@ impl<V> Shared<V> {
 
     /// The work of `SlotMap::shrink_to_fit` (the caller holds the reclaim lock).
     pub(crate) fn release_vacant_pages(&self, domain: &Domain) {
-        let guard = domain.pin();
+        // Unpinned while it walks and sorts the free list (which takes time in proportion to
+        // its length): a pin held that long would stop every other thread's reclamation, so
+        // a thread churning inserts and removes meanwhile would find the free list empty and
+        // grow the map, page after doubling page (the stress test in tests/shrink.rs saw
+        // this with 256-slot batches). Nothing here needs the pin: the chain `take_all` gives
+        // us is ours, so its pages stay (only we release, under the reclaim lock).
         let mut vacant = Vec::new();
         let mut per_page = [0usize; PAGES];
         let mut index = self.free.take_all();
@@ -89,6 +94,10 @@ impl<V> Shared<V> {
         }
         let releasable: Vec<usize> =
             (1..PAGES).filter(|&p| self.pages.exists(p) && per_page[p] == self.pages.len_of(p)).collect();
+        // Pinned for the defers only: the grace period of each page's free starts after
+        // its release unpublished it, so it waits for every thread that could have loaded
+        // the page pointer.
+        let guard = domain.pin();
         for &page in &releasable {
             // SAFETY: we hold the reclaim lock (the only releaser), the page exists, and all
             // of its slots (a page holds only slots below the limit) are in the chain we
@@ -110,6 +119,7 @@ impl<V> Shared<V> {
             // passes no reader can still hold its pointer; `free` touches nothing else.
             unsafe { domain.defer(&guard, free) };
         }
+        drop(guard);
         // The rest goes back, lowest index on top.
         vacant.retain(|&index| !releasable.contains(&locate(index as usize).0));
         vacant.sort_unstable();
