@@ -17,7 +17,7 @@
 //! read the old head then fails its CAS, so the taker owns the whole chain.
 
 use crate::page::PageTable;
-use crate::slot::{LINK_MASK, NIL};
+use crate::slot::{LINK_MASK, NIL, Slot};
 use crate::sync::{AtomicU64, Ordering};
 
 pub(crate) struct FreeList {
@@ -107,8 +107,11 @@ impl FreeList {
         }
     }
 
-    /// Pops a vacant slot, or `None` if the list is empty. Call it pinned (see the header).
-    pub(crate) fn pop<V>(&self, pages: &PageTable<V>) -> Option<u32> {
+    /// Pops a vacant slot (its index and the slot), or `None` if the list is empty. Call it
+    /// pinned (see the header); the slot is the caller's from then on, which keeps its page
+    /// after the pin is gone.
+    #[inline(always)]
+    pub(crate) fn pop<'p, V>(&self, pages: &'p PageTable<V>) -> Option<(u32, &'p Slot<V>)> {
         // Acquire pairs with the Release CAS in `push`.
         let mut head = self.head.load(Ordering::Acquire);
         loop {
@@ -116,8 +119,11 @@ impl FreeList {
             if index == NIL {
                 return None;
             }
-            let Some(slot) = pages.slot(index) else {
-                // `take_all` took the list and the page went: the head has changed.
+            let Some(slot) = pages.slot_by_bias(index) else {
+                // `take_all` took the list and the page is going or gone: the head has
+                // changed. (Not a page still being installed: its installer sets the biased
+                // base before it pushes any slot, and our Acquire load of the head
+                // synchronised with that push.)
                 // Acquire: as above.
                 head = self.head.load(Ordering::Acquire);
                 continue;
@@ -128,7 +134,7 @@ impl FreeList {
             let new = pack(bump(head), slot.aux.load(Ordering::Relaxed) & LINK_MASK);
             // Acquire (both ways): as for the first load.
             match self.head.compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire) {
-                Ok(_) => return Some(index),
+                Ok(_) => return Some((index, slot)),
                 Err(actual) => head = actual,
             }
         }

@@ -16,11 +16,11 @@ use crate::growth::Grow;
 use crate::guard::Guard;
 use crate::page::{MAX_SLOTS, locate};
 use crate::retire::{Shared, SharedBox};
-use crate::slot::{FRESH_VERSION, Retired};
+use crate::slot::{FRESH_VERSION, Retired, Slot};
 use crate::sync::{Ordering, yield_now};
 
 /// Above this many pending values, writers help reclaim (see `run_batches`).
-const PENDING_HIGH_WATER: usize = 384;
+const PENDING_HIGH_WATER: usize = 6 * crate::retire::BATCH;
 /// How many rounds of help a writer gives at most per batch.
 const HELP_ROUNDS: usize = 64;
 
@@ -259,35 +259,54 @@ impl<K: Key, V> SlotMap<K, V> {
         Self::build(0, MAX_SLOTS, first)
     }
 
-    /// A vacant slot this caller now owns exclusively.
-    fn alloc_slot(&self) -> Option<u32> {
-        loop {
-            {
-                // Pinned: the pop reads a slot whose page `shrink_to_fit` may release.
-                let _pin = self.domain.pin();
-                if let Some(index) = self.shared.free.pop(&self.shared.pages) {
-                    return Some(index);
-                }
+    /// A vacant slot this caller now owns exclusively: its index and the slot.
+    #[inline(always)]
+    fn alloc_slot(&self) -> Option<(u32, &Slot<V>)> {
+        {
+            // Pinned: the pop reads a slot whose page `shrink_to_fit` may release.
+            let _pin = self.domain.pin();
+            if let Some(popped) = self.shared.free.pop(&self.shared.pages) {
+                return Some(popped);
             }
+        }
+        self.alloc_slot_by_growing()
+    }
+
+    /// `alloc_slot` once the free list was found empty: install a page, or pop again after
+    /// losing the race to install one.
+    #[inline(never)]
+    fn alloc_slot_by_growing(&self) -> Option<(u32, &Slot<V>)> {
+        loop {
             match self.shared.grow() {
-                Grow::Installed(index) => return Some(index),
+                Grow::Installed(index) => return Some((index, self.shared.slot(index))),
                 // Another thread installed that page: its slots are on the free list (or
                 // about to be, or already taken); pop again.
-                Grow::Lost => continue,
+                Grow::Lost => {}
                 Grow::Full => return None,
+            }
+            // Pinned: as in `alloc_slot`.
+            let _pin = self.domain.pin();
+            if let Some(popped) = self.shared.free.pop(&self.shared.pages) {
+                return Some(popped);
             }
         }
     }
 
     /// `alloc_slot`, and when the map is at its limit, one non-blocking attempt to recycle
     /// what is pending.
-    fn alloc_slot_or_collect(&self) -> Option<u32> {
+    #[inline(always)]
+    fn alloc_slot_or_collect(&self) -> Option<(u32, &Slot<V>)> {
         // No shortcut on `pending() == 0`: that statistic can read low while a batch is
         // being taken, and a map at its limit must not report "full" with slots in flight.
-        self.alloc_slot().or_else(|| {
-            self.try_reclaim();
-            self.alloc_slot()
-        })
+        self.alloc_slot().or_else(|| self.alloc_slot_after_collecting())
+    }
+
+    /// The map is at its limit: recycle what is pending, then try once more.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slot_after_collecting(&self) -> Option<(u32, &Slot<V>)> {
+        self.try_reclaim();
+        self.alloc_slot()
     }
 
     /// Inserts a value and returns its key. Lock-free; allocates only when a new page is
@@ -320,10 +339,10 @@ impl<K: Key, V> SlotMap<K, V> {
     /// assert_eq!(map.try_insert('b').unwrap_err().into_inner(), 'b');
     /// ```
     pub fn try_insert(&self, value: V) -> Result<K, InsertError<V>> {
-        let Some(index) = self.alloc_slot_or_collect() else {
+        let Some((index, slot)) = self.alloc_slot_or_collect() else {
             return Err(InsertError(value));
         };
-        Ok(self.publish(index, |_| value))
+        Ok(self.publish(index, slot, |_| value))
     }
 
     /// Inserts the value `f` makes from its own key.
@@ -341,15 +360,16 @@ impl<K: Key, V> SlotMap<K, V> {
     /// assert_eq!(map.get_cloned(k), Some(format!("rule {k:?}")));
     /// ```
     pub fn insert_with_key(&self, f: impl FnOnce(K) -> V) -> K {
-        let Some(index) = self.alloc_slot_or_collect() else {
+        let Some((index, slot)) = self.alloc_slot_or_collect() else {
             panic!("epoch_slotmap::SlotMap::insert_with_key: the map is full");
         };
-        self.publish(index, f)
+        self.publish(index, slot, f)
     }
 
-    /// Writes the value into slot `index` (owned by the caller) and makes its key live.
-    fn publish(&self, index: u32, f: impl FnOnce(K) -> V) -> K {
-        let slot = self.shared.slot(index);
+    /// Writes the value into `slot`, which is slot `index` and owned by the caller, and makes
+    /// its key live.
+    #[inline(always)]
+    fn publish(&self, index: u32, slot: &Slot<V>, f: impl FnOnce(K) -> V) -> K {
         // Relaxed: the slot is ours (popped from the free list, or fresh).
         let version = slot.version.load(Ordering::Relaxed).wrapping_add(1);
         let key = key_of(index, version);
@@ -451,10 +471,10 @@ impl<K: Key, V> SlotMap<K, V> {
     /// ```
     pub fn remove(&self, key: K) -> bool {
         let (index, version) = split(key);
-        if !self.unlink(index, version) {
+        let Some(slot) = self.unlink(index, version) else {
             return false;
-        }
-        if self.shared.retire_removed(index) {
+        };
+        if self.shared.retire_removed(index, slot) {
             self.run_batches();
         }
         true
@@ -483,16 +503,16 @@ impl<K: Key, V> SlotMap<K, V> {
         self.shared.run_ripe();
     }
 
-    /// The remove transition: version `v` (odd) to `v + 1`. Exactly one caller wins.
-    fn unlink(&self, index: u32, version: u32) -> bool {
+    /// The remove transition: version `v` (odd) to `v + 1`. Exactly one caller wins, and
+    /// gets the slot, which it owns from then on (so its page stays after the pin).
+    #[inline(always)]
+    fn unlink(&self, index: u32, version: u32) -> Option<&Slot<V>> {
         // Pinned: a stale key's page may be released by `shrink_to_fit`. Once the CAS below
         // succeeds the slot is ours (not vacant), so its page stays.
         let _pin = self.domain.pin();
-        let Some(slot) = self.shared.pages.slot_by_bias(index) else {
-            return false;
-        };
+        let slot = self.shared.pages.slot_by_bias(index)?;
         if version & 1 == 0 {
-            return false;
+            return None;
         }
         let next = if cfg!(epoch_slotmap_mutant = "remove_keeps_version") {
             version
@@ -502,10 +522,10 @@ impl<K: Key, V> SlotMap<K, V> {
         // AcqRel: Acquire pairs with insert's Release (the slot's contents are ours to hand
         // to retirement); Release orders the kill before the retirement push.
         if slot.version.compare_exchange(version, next, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-            return false;
+            return None;
         }
         self.shared.pages.set_occupied(index, false);
-        true
+        Some(slot)
     }
 
     /// Removes the value of `key` and returns it, once no guard can see it any more: this
@@ -525,9 +545,7 @@ impl<K: Key, V> SlotMap<K, V> {
             return None;
         }
         let (index, version) = split(key);
-        if !self.unlink(index, version) {
-            return None;
-        }
+        self.unlink(index, version)?;
         if !cfg!(epoch_slotmap_mutant = "take_without_wait") {
             self.domain.synchronize();
         }

@@ -213,8 +213,15 @@ impl<V> PageTable<V> {
     #[inline(always)]
     pub(crate) fn set_occupied(&self, index: u32, live: bool) {
         let (page, offset) = locate(index as usize);
-        let words = self.occupancy(page).expect("the page of an owned slot has occupancy words");
-        let (word, bit) = (&words[offset / 64], 1u64 << (offset % 64));
+        // Acquire pairs with the Release store in `install`, as in `occupancy`.
+        let bits = self.occupied[page].load(Ordering::Acquire);
+        assert!(!bits.is_null(), "the page of an owned slot has occupancy words");
+        // SAFETY: the words are published (checked above) and hold `words(len_of(page))`
+        // words (see `occupancy`), and `offset < len_of(page)` because `index` is a slot of
+        // this page (`locate`, as in `slot`), so word `offset / 64` is one of them. The caller
+        // owns the slot, which keeps the page and its words alive (module header).
+        let word = unsafe { &*bits.add(offset / 64) };
+        let bit = 1u64 << (offset % 64);
         // Relaxed: a hint ordered by the version protocol: the set comes before the Release
         // store that makes the slot live, the clear after the CAS that killed it, and a
         // slot is reused only through the free list (happens-after the clear).

@@ -32,7 +32,7 @@ use crate::slot::{INLINE_PENDING, LINK_MASK, NIL, RECYCLE_WAITING, Retired, Slot
 use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering};
 
 /// Retirements per batch. Small under loom and Miri so models and tests cross batches.
-pub(crate) const BATCH: usize = if cfg!(any(loom, miri)) { 2 } else { 64 };
+pub(crate) const BATCH: usize = if cfg!(any(loom, miri)) { 2 } else { 128 };
 
 /// Counters only writers and the batch runner update; readers never touch this cache line.
 #[derive(Default)]
@@ -111,10 +111,10 @@ impl<V> Shared<V> {
         self.pages.slot_by_bias(index).expect("retired slot index lies in an installed page")
     }
 
-    /// Queues slot `index`, whose version the caller just made even, for recycling.
-    /// Returns true when a batch is due.
-    pub(crate) fn retire_removed(&self, index: u32) -> bool {
-        let slot = self.slot(index);
+    /// Queues `slot`, which is slot `index` and whose version the caller just made even, for
+    /// recycling. Returns true when a batch is due.
+    #[inline(always)]
+    pub(crate) fn retire_removed(&self, index: u32, slot: &Slot<V>) -> bool {
         // Relaxed: re-validated by the CAS.
         let mut head = self.removed.load(Ordering::Relaxed);
         loop {

@@ -245,7 +245,8 @@ fn racing_removes_and_updates() {
 /// The 1024 bound is deterministic for one thread (see `api.rs`). With two, a thread that is
 /// descheduled inside the map's short internal pin holds the epoch back until it runs again
 /// (this is a VM: its vCPUs get stolen); writers then help for a bounded number of rounds
-/// instead of blocking. Measured peaks over 20 runs of 2 x 1M ops: median 575, max 1663.
+/// instead of blocking. Measured peaks, release, 2 x 1M ops, 128-slot batches: median
+/// 1736-3107, max 8215 over 2 x 20 runs (docs/design.md).
 /// This checks memory stays flat, with room for such stalls; without reclamation the peak
 /// would be the whole 200k.
 #[test]
