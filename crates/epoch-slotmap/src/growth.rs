@@ -94,32 +94,33 @@ impl<V> Shared<V> {
         }
         let releasable: Vec<usize> =
             (1..PAGES).filter(|&p| self.pages.exists(p) && per_page[p] == self.pages.len_of(p)).collect();
-        // Pinned for the defers only: the grace period of each page's free starts after
-        // its release unpublished it, so it waits for every thread that could have loaded
-        // the page pointer.
-        let guard = domain.pin();
-        for &page in &releasable {
-            // SAFETY: we hold the reclaim lock (the only releaser), the page exists, and all
-            // of its slots (a page holds only slots below the limit) are in the chain we
-            // took, so we own them.
-            let memory = unsafe { self.pages.release(page) };
-            // Relaxed: a statistic, and the wait in `shrink_to_fit` (paired below).
-            self.counters.capacity.fetch_sub(self.pages.len_of(page), Ordering::Relaxed);
-            self.counters.pages_releasing.fetch_add(1, Ordering::Relaxed);
-            let counter = &self.counters.pages_releasing as *const AtomicUsize as usize;
-            let free = move || {
-                memory.free();
-                // SAFETY: the map's drop shuts the domain down (running every queued
-                // function) before it frees `Shared`, which is boxed and never moves.
-                let counter = unsafe { &*(counter as *const AtomicUsize) };
-                // Release pairs with the Acquire load in `pages_releasing`.
-                counter.fetch_sub(1, Ordering::Release);
-            };
-            // SAFETY: the page was unpublished before this defer, so once the grace period
-            // passes no reader can still hold its pointer; `free` touches nothing else.
-            unsafe { domain.defer(&guard, free) };
+        // Pinned for the defers only (and only when there is one): the grace period of each
+        // page's free starts after its release unpublished it, so it waits for every thread
+        // that could have loaded the page pointer.
+        if !releasable.is_empty() {
+            let guard = domain.pin();
+            for &page in &releasable {
+                // SAFETY: we hold the reclaim lock (the only releaser), the page exists, and all
+                // of its slots (a page holds only slots below the limit) are in the chain we
+                // took, so we own them.
+                let memory = unsafe { self.pages.release(page) };
+                // Relaxed: a statistic, and the wait in `shrink_to_fit` (paired below).
+                self.counters.capacity.fetch_sub(self.pages.len_of(page), Ordering::Relaxed);
+                self.counters.pages_releasing.fetch_add(1, Ordering::Relaxed);
+                let counter = &self.counters.pages_releasing as *const AtomicUsize as usize;
+                let free = move || {
+                    memory.free();
+                    // SAFETY: the map's drop shuts the domain down (running every queued
+                    // function) before it frees `Shared`, which is boxed and never moves.
+                    let counter = unsafe { &*(counter as *const AtomicUsize) };
+                    // Release pairs with the Acquire load in `pages_releasing`.
+                    counter.fetch_sub(1, Ordering::Release);
+                };
+                // SAFETY: the page was unpublished before this defer, so once the grace period
+                // passes no reader can still hold its pointer; `free` touches nothing else.
+                unsafe { domain.defer(&guard, free) };
+            }
         }
-        drop(guard);
         // The rest goes back, lowest index on top.
         vacant.retain(|&index| !releasable.contains(&locate(index as usize).0));
         vacant.sort_unstable();

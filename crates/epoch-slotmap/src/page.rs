@@ -8,7 +8,8 @@
 //! list; its memory is freed through the reclamation domain, so whoever loaded the page pointer
 //! while pinned may keep using it until it unpins. Therefore every access through `slot`,
 //! `slot_by_bias` or `page` happens either under a pin of the map's domain, or on a slot the
-//! caller owns (a slot that is live, retired or popped from the free list keeps its page alive).
+//! caller owns (a slot that is live, retired or popped from the free list keeps its page
+//! alive), or by the releaser itself on the free-list chain it took (it alone releases).
 //!
 //! Occupancy: each page has one bit per slot (`occupied`), set while the slot holds a live
 //! value: an inserter sets it before the Release store that makes the version live, a
@@ -158,9 +159,10 @@ impl<V> PageTable<V> {
     /// The slot at `index`, if its page is installed: as `slot`, but through the page's
     /// biased base (one multiply-add instead of `locate`'s offset arithmetic), for the hot
     /// paths. Any `u32` is accepted. `None` also while the page's installer has not finished
-    /// (it stores the base last) or once its releaser has started (it clears the base first);
-    /// nobody holds a live key or an owned slot of a page in either state (stale keys get
-    /// `None`, as they should).
+    /// (it stores the base last) or once its releaser has started (it clears the base first).
+    /// In either state nobody holds a live key into the page (stale keys get `None`, as they
+    /// should), and its only owner is that installer or releaser, which does not call this
+    /// until the base is stored (the installer's own first slot) or at all (the releaser).
     #[inline(always)]
     pub(crate) fn slot_by_bias(&self, index: u32) -> Option<&Slot<V>> {
         let index = index as usize;
@@ -210,15 +212,19 @@ impl<V> PageTable<V> {
 
     /// Sets (`live`) or clears the occupancy bit of slot `index`, whose page exists and
     /// which the caller owns (it is about to publish it, or has just killed its version).
+    /// `index` is below the map's slot limit, as every owned slot's is (the page table hands
+    /// out no other): the word indexed below relies on it.
     #[inline(always)]
     pub(crate) fn set_occupied(&self, index: u32, live: bool) {
+        assert!((index as usize) < self.max_slots, "an owned slot lies below the slot limit");
         let (page, offset) = locate(index as usize);
         // Acquire pairs with the Release store in `install`, as in `occupancy`.
         let bits = self.occupied[page].load(Ordering::Acquire);
         assert!(!bits.is_null(), "the page of an owned slot has occupancy words");
         // SAFETY: the words are published (checked above) and hold `words(len_of(page))`
-        // words (see `occupancy`), and `offset < len_of(page)` because `index` is a slot of
-        // this page (`locate`, as in `slot`), so word `offset / 64` is one of them. The caller
+        // words (see `occupancy`), and `offset < len_of(page)`: `locate` gives
+        // `offset < page_len(page)` and `page_start(page) + offset = index < max_slots`
+        // (asserted above), as in `slot`; so word `offset / 64` is one of them. The caller
         // owns the slot, which keeps the page and its words alive (module header).
         let word = unsafe { &*bits.add(offset / 64) };
         let bit = 1u64 << (offset % 64);
@@ -370,11 +376,17 @@ impl<V> PageTable<V> {
         if !cfg!(epoch_slotmap_mutant = "shrink_without_watermark") {
             self.watermark[page].fetch_max(high.next_multiple_of(2), Ordering::Relaxed);
         }
-        // Relaxed (both): readers that still load the old values were pinned before the
+        // Release pairs with the Acquire load in `slot_by_bias`: a free-list pop that read
+        // a head into this page before our `take_all` and now loads this null synchronises
+        // with the `take_all`, so its reload of the head sees the new head instead of
+        // spinning on the old one (loom may serve a stale head to an unsynchronised reload
+        // indefinitely). Readers that still load the old base were pinned before the
         // deferred free that `shrink_to_fit` queues after this (its grace period waits for
-        // them), so the memory outlives them; a re-install's stores come after these through
-        // the page pointer's Release swap below and its AcqRel CAS.
-        self.biased[page].store(std::ptr::null_mut(), Ordering::Relaxed);
+        // them), so the memory outlives them.
+        self.biased[page].store(std::ptr::null_mut(), Ordering::Release);
+        // Relaxed: as for the base, the old bits stay valid for pinned iterators; a
+        // re-install's stores come after this through the page pointer's Release swap below
+        // and its AcqRel CAS.
         self.present.fetch_and(!(1 << page), Ordering::Relaxed);
         // Relaxed: the caller owns the page; the Release swap below publishes the null.
         let bits = self.occupied[page].swap(std::ptr::null_mut(), Ordering::Relaxed);

@@ -108,7 +108,7 @@ impl<V> Shared<V> {
 
     #[inline(always)]
     pub(crate) fn slot(&self, index: u32) -> &Slot<V> {
-        self.pages.slot_by_bias(index).expect("retired slot index lies in an installed page")
+        self.pages.slot_by_bias(index).expect("an owned slot's index lies in an installed page")
     }
 
     /// Queues `slot`, which is slot `index` and whose version the caller just made even, for
