@@ -179,7 +179,7 @@ impl EpochDomain {
     }
 
     /// This thread's participant, claiming or registering one on the first call.
-    #[inline]
+    #[inline(always)]
     fn with_participant<R>(&self, f: impl FnOnce(&LocalHandle) -> R) -> R {
         #[cfg(not(loom))]
         {
@@ -263,7 +263,7 @@ impl EpochDomain {
     }
 
     /// Pins this thread in the domain.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pin(&self) -> EpochGuard {
         self.with_participant(|h| h.pin())
     }
@@ -356,7 +356,7 @@ impl Domain {
     }
 
     /// Pins this thread.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pin(&self) -> DomainGuard {
         match &self.kind {
             #[cfg(not(loom))]
