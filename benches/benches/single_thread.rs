@@ -36,14 +36,12 @@ fn stale_lookups<C: Contender>(c: &mut Criterion) {
     for i in 0..N / 2 {
         table.insert(Rule::new(i as u64));
     }
+    // Checked once, untimed (a live rule's checksum is 0, so a sum could not tell).
+    assert!(stale.iter().all(|&k| table.read(k).is_none()), "{}: a stale key resolved", C::NAME);
     let mut group = c.benchmark_group("get_stale");
     group.throughput(Throughput::Elements(stale.len() as u64));
     group.bench_function(BenchmarkId::new("guard per batch of 256", C::NAME), |b| {
-        b.iter(|| {
-            let sum = stale.chunks(BATCH).map(|chunk| table.read_batch(chunk)).sum::<u64>();
-            assert_eq!(sum, 0, "a stale key resolved");
-            sum
-        })
+        b.iter(|| stale.chunks(BATCH).map(|chunk| table.read_batch(chunk)).sum::<u64>())
     });
     group.finish();
 }
@@ -68,8 +66,8 @@ fn writes<C: Contender>(c: &mut Criterion) {
     group.finish();
 }
 
-/// Iteration over 100k slots, all live and then one in ten (the first 90% removed); the
-/// throughput is per live value, the unit of the iteration target.
+/// Iteration over 100k slots, all live and then 10% live (the first 90% of the shuffled keys
+/// removed); the throughput is per live value, the unit of the iteration target.
 fn iteration<C: Contender>(c: &mut Criterion) {
     if ITER_UNSUPPORTED.contains(&C::NAME) {
         return;
