@@ -615,103 +615,33 @@ fn targets(r: &Results) -> Vec<Target> {
         1.0,
         true,
     );
+    // The mixed targets: (text, workload, contender and workload of the comparison, factor),
+    // all throughputs (>=). Checked for our key-keeping `replace`, then like-for-like for ours
+    // replacing by remove + insert, which is what the concurrent-slotmap and sharded-slab
+    // adapters do; the first lines stay the verdict on `replace` (see `misses`).
     let mr = "mixed pin per lookup: reads/s (1 reader + 1 writer)";
     let mw = "mixed pin per lookup: writes/s (1 reader + 1 writer)";
-    check(
-        "mixed (pin/lookup) reader vs concurrent-slotmap".into(),
-        get(r, mr, ours),
-        get(r, mr, csm),
-        1.0,
-        false,
-    );
-    check(
-        "mixed (pin/lookup) writer vs concurrent-slotmap".into(),
-        get(r, mw, ours),
-        get(r, mw, csm),
-        1.0,
-        false,
-    );
-    check(
-        "mixed (pin/lookup) reader vs std RwLock<SlotMap>".into(),
-        get(r, mr, ours),
-        get(r, mr, StdRwLockSlotMap::NAME),
-        2.5,
-        false,
-    );
     let br = "mixed guard per 256: reads/s (1 reader + 1 writer)";
     let bw = "mixed guard per 256: writes/s (1 reader + 1 writer)";
-    check(
-        "mixed (guard/256) reader vs sharded-slab".into(),
-        get(r, br, ours),
-        get(r, br, ShardedSlab::NAME),
-        5.0,
-        false,
-    );
-    check(
-        "mixed (guard/256) writer vs concurrent-slotmap".into(),
-        get(r, bw, ours),
-        get(r, bw, csm),
-        1.0,
-        false,
-    );
-    let one = "readers only: reads/s, 1 reader(s), guard per batch";
-    let two = "readers only: reads/s, 2 reader(s), guard per batch";
     // The same reader loop (random keys drawn from the shared key table) alone.
     let alone = "mixed guard per 256: reads/s (reader alone)";
-    check(
-        "reader with writer vs without (guard/256)".into(),
-        get(r, br, ours),
-        get(r, alone, ours),
-        0.8,
-        false,
-    );
-    // The same mixed targets for ours replacing by remove + insert, which is what the
-    // concurrent-slotmap and sharded-slab adapters do: the like-for-like comparison. The
-    // lines above stay the verdict on our key-keeping `replace`; see `misses`.
-    let ri = OursRemoveInsert::NAME;
-    let like = "like-for-like, ours replacing by remove + insert:";
-    check(
-        format!("{like} mixed (pin/lookup) reader vs concurrent-slotmap"),
-        get(r, mr, ri),
-        get(r, mr, csm),
-        1.0,
-        false,
-    );
-    check(
-        format!("{like} mixed (pin/lookup) writer vs concurrent-slotmap"),
-        get(r, mw, ri),
-        get(r, mw, csm),
-        1.0,
-        false,
-    );
-    check(
-        format!("{like} mixed (pin/lookup) reader vs std RwLock<SlotMap>"),
-        get(r, mr, ri),
-        get(r, mr, StdRwLockSlotMap::NAME),
-        2.5,
-        false,
-    );
-    check(
-        format!("{like} mixed (guard/256) reader vs sharded-slab"),
-        get(r, br, ri),
-        get(r, br, ShardedSlab::NAME),
-        5.0,
-        false,
-    );
-    check(
-        format!("{like} mixed (guard/256) writer vs concurrent-slotmap"),
-        get(r, bw, ri),
-        get(r, bw, csm),
-        1.0,
-        false,
-    );
-    check(
-        format!("{like} reader with writer vs without (guard/256)"),
-        get(r, br, ri),
-        get(r, alone, ours),
-        0.8,
-        false,
-    );
+    let mixed_targets = [
+        ("mixed (pin/lookup) reader vs concurrent-slotmap", mr, csm, mr, 1.0),
+        ("mixed (pin/lookup) writer vs concurrent-slotmap", mw, csm, mw, 1.0),
+        ("mixed (pin/lookup) reader vs std RwLock<SlotMap>", mr, StdRwLockSlotMap::NAME, mr, 2.5),
+        ("mixed (guard/256) reader vs sharded-slab", br, ShardedSlab::NAME, br, 5.0),
+        ("mixed (guard/256) writer vs concurrent-slotmap", bw, csm, bw, 1.0),
+        ("reader with writer vs without (guard/256)", br, ours, alone, 0.8),
+    ];
+    for (prefix, who) in
+        [("", ours), ("like-for-like, ours replacing by remove + insert: ", OursRemoveInsert::NAME)]
+    {
+        for (text, workload, rhs, rhs_workload, factor) in mixed_targets {
+            check(format!("{prefix}{text}"), get(r, workload, who), get(r, rhs_workload, rhs), factor, false);
+        }
+    }
+    let one = "readers only: reads/s, 1 reader(s), guard per batch";
+    let two = "readers only: reads/s, 2 reader(s), guard per batch";
     check("two readers vs one".into(), get(r, two, ours), get(r, one, ours), 1.8, false);
     check(
         "iteration per live value at 10% vs 100%".into(),
