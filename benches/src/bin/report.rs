@@ -560,8 +560,9 @@ passes are the `interleaved, cold` rows: there the other contenders' passes have
 table, every lookup waits on memory and the differences shrink. Guard per batch vs slotmap in this \
 run: warm {gw}, cold {gc}; concurrent-slotmap, whose slots sit in one reserved virtual range (no \
 page table), warm {cw} of ours. Until 2026-11-26 the targets used the cold passes (1.09-1.29x). \
-Warm, four runs of this report on 2026-11-26 gave 1.05-1.96x for guard per batch and 0.98-1.39x \
-for pin per lookup against concurrent-slotmap, from 21 or 210 rounds each: how much of the shared \
+Warm, the four runs of this report on 2026-11-26 before the one in this file gave 1.05-1.96x for \
+guard per batch and 0.98-1.39x for pin per lookup against concurrent-slotmap, from 21 or 210 \
+rounds each (this one: the tables below): how much of the shared \
 L3 the other tenants take moves these ratios more than anything changed here, so one run's pass or \
 fail says little. A probe over all 100k keys (three timed passes after a warm one, 31 \
 alternations per run, 2026-11-26) gave 1.6-2.0x under a guard, and concurrent-slotmap 1.16-1.40x. \
