@@ -384,14 +384,14 @@ fn get_hit<C: Contender>(s: &Settings, r: &mut Results, who: &'static str, c: &C
     record(r, "get_hit (pin per lookup)", who, per_pin, "ns/lookup");
 }
 
-/// Rounds of `interleaved_lookups`: a round is two passes over 50k keys per contender (about
-/// 2 ms in all), so many rounds are cheap, and their median shrugs off the bursts of a shared
-/// machine that a few rounds cannot.
+/// Rounds of `interleaved_lookups`: a round is two passes over 50k keys for each of seven
+/// (workload, contender) pairs, about 6 ms, so many rounds are cheap, and their median shrugs
+/// off the bursts of a shared machine that a few rounds cannot.
 fn lookup_rounds(s: &Settings) -> usize {
     s.samples * 30
 }
 
-/// Rounds of `interleaved_writes` (about 5 ms each).
+/// Rounds of `interleaved_writes` (about 17 ms each: three rigs).
 fn write_rounds(s: &Settings) -> usize {
     s.samples * 9
 }
@@ -402,7 +402,7 @@ type LookupRun<'a> = (&'static str, &'static str, &'a dyn Fn(&[u64]) -> u64, &'a
 
 /// The lookup targets' three contenders measured in alternation, round by round, so that the
 /// machine's slow swings (other tenants) hit all of them alike; medians over the rounds. Each
-/// contender's turn is two passes: cold (after the others' passes) and warm.
+/// (workload, contender) turn is two passes: cold (after the others' passes) and warm.
 fn interleaved_lookups(s: &Settings, r: &mut Results) {
     let (ours, ours_keys) = filled::<Ours>(N);
     let (sm, sm_keys) = filled::<SlotMapInline>(N);
@@ -554,30 +554,28 @@ fn misses(r: &Results) -> String {
 base (pages double in size and never move, so references stay valid while the map grows), checks \
 the version and follows the value pointer (a replace swaps in a whole new value atomically): 25 \
 instructions per lookup in the loop, against 14 for `slotmap::SlotMap::get` (the loops' machine \
-code, 2026-11-26). **Which caches:** the lookup targets time each pass right after a first pass \
-over the same keys (warm: the issue's calibration, slotmap at 2.6 ns, is a warm figure). The first \
-passes are the `interleaved, cold` rows: there the other contenders' passes have just evicted the \
-table, every lookup waits on memory and the differences shrink. Guard per batch vs slotmap in this \
+code, 2026-11-26). **Which caches:** each round makes two passes per contender and workload; \
+the targets use the second, which finds the table as the first left it (the issue's \
+calibration, slotmap at 2.6 ns, is a figure for a warm table; the second pass is warmer than the \
+first, though less warm than the single-threaded `get_hit` rows). The first passes are the \
+`interleaved, cold` rows: the other contenders' passes have just evicted the table and every \
+lookup waits on memory, which moves the ratios either way. Guard per batch vs slotmap in this \
 run: warm {gw}, cold {gc}; concurrent-slotmap, whose slots sit in one reserved virtual range (no \
-page table), warm {cw} of ours. Until 2026-11-26 the targets used the cold passes (1.09-1.29x). \
-Warm, the four runs of this report on 2026-11-26 before the one in this file gave 1.05-1.96x for \
-guard per batch and 0.98-1.39x for pin per lookup against concurrent-slotmap, from 21 or 210 \
-rounds each (this one: the tables below): how much of the shared \
-L3 the other tenants take moves these ratios more than anything changed here, so one run's pass or \
-fail says little. A probe over all 100k keys (three timed passes after a warm one, 31 \
-alternations per run, 2026-11-26) gave 1.6-2.0x under a guard, and concurrent-slotmap 1.16-1.40x. \
-**Where the warm gap comes from** (a synthetic probe, 2026-11-26: the same rule, 100k shuffled \
-keys, variants alternating, medians of 31 rounds, three runs; ratios to a flat array of \
-slotmap-like 72-byte slots): 80-byte slots with our 16-byte header first and the value read \
-inline, 1.22-1.28x; the value read through the pointer, 1.26-1.37x; the same behind the doubling \
-pages' table (add, bit scan, table load, null test), 1.62-1.75x, whether the pages are separate \
-allocations or one. The page table is most of the gap: it is what keeps pages from moving without \
-reserving the map's whole capacity as address space up front, as concurrent-slotmap does. \
-Trimming the engine's loop measured within the noise (warm probe against slotmap, 7 alternations \
-each, medians): two instructions fewer (the bit scan on `index + 32`, the key's parity forced \
-instead of tested) 1.75x against 1.80x; the tests and the pointer load all dropped (an unsound \
-experiment) 1.94x against 1.86x; the value read at its computed address (10 alternations) 1.75x \
-against 1.65x. None was kept.\n\
+page table), warm {cw} of ours. Until 2026-11-26 the targets used single cold passes \
+(1.09-1.29x). Warm, the four full runs of this report on 2026-11-26 before the one in this \
+file gave 0.88-1.96x for guard per batch and 0.98-1.39x for pin per lookup against \
+concurrent-slotmap (the first two from 21 rounds, by the code as it stood before the rounds were \
+raised to 210), and three quick runs 1.25-1.60x and 0.92-1.11x: how much of the shared L3 the \
+other tenants take moves these ratios more than anything changed here, so one run's pass or \
+fail says little. Over all 100k keys, with three timed passes after a warm one, `cargo run \
+--release -p benches --bin lookup_layout` gave 1.70-1.95x under a guard and concurrent-slotmap \
+1.19-1.26x (three runs, 2026-11-26). **Where that gap comes from:** the same program builds our \
+slot layout up step by step and times each step against slotmap (its figures are in \
+docs/design.md, Layout). The doubling pages' table (add, bit scan, table load, null test) is the \
+largest step; the value pointer costs less, and a flag that would let never-replaced values \
+skip it costs more than it saves. Trimming the engine's loop measured within the noise (a warm \
+probe against slotmap, 7 alternations each, medians): two instructions fewer (the bit scan on \
+`index + 32`, the key's parity forced instead of tested) 1.75x against 1.80x. Not kept.\n\
 - **Writers replacing** (`mixed ... writes/s`). Our `replace` keeps the key, so the new value \
 is boxed and the old one retired through a grace period: an allocation, a deferred free, and a \
 second cache miss for every later read of that key. The concurrent-slotmap adapter replaces by \

@@ -1,0 +1,239 @@
+//! Where a warm lookup's time goes: slot layouts built up step by step towards
+//! epoch-slotmap's, each timed against `slotmap::SlotMap::get` in the same round.
+//!
+//! `cargo run --release -p benches --bin lookup_layout`
+//!
+//! Every variant holds the same 100k rules in its own memory and reads them with the same
+//! shuffled keys, under one guard (or none) per batch of 256. A round gives each variant an
+//! untimed pass (so its table is as warm as a table in steady use) and then three timed ones;
+//! the figure is the median, over the rounds, of the variant's time divided by slotmap's in
+//! the same round. `docs/design.md` quotes this program's output.
+#![allow(clippy::print_stdout)]
+
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::time::Instant;
+
+use benches::{ConcurrentSlotMap, Contender, Ours, Rng, Rule, SlotMapInline, filled};
+
+const N: usize = 100_000;
+const ROUNDS: usize = 31;
+const BATCH: usize = 256;
+
+/// epoch-slotmap's slot layout: a 16-byte header (version, link word, value pointer), then the
+/// value written at insert.
+#[repr(C)]
+struct Slot {
+    version: AtomicU32,
+    aux: AtomicU32,
+    value: AtomicPtr<Rule>,
+    inline: Rule,
+}
+
+/// Slots whose value pointers point at their own inline values. The boxed slices never move,
+/// so the pointers stay valid for as long as this lives.
+struct Slots(Vec<Box<[Slot]>>);
+
+impl Slots {
+    /// `sizes` slots per allocation; slot `i` (counting across allocations) holds rule `i`.
+    fn new(sizes: impl Iterator<Item = usize>) -> Self {
+        let mut next = 0;
+        let pages = sizes
+            .map(|len| {
+                let page: Box<[Slot]> = (0..len)
+                    .map(|_| {
+                        next += 1;
+                        Slot {
+                            version: AtomicU32::new(1),
+                            aux: AtomicU32::new(0),
+                            value: AtomicPtr::new(std::ptr::null_mut()),
+                            inline: Rule::new(next - 1),
+                        }
+                    })
+                    .collect();
+                for slot in page.iter() {
+                    // Relaxed: the program is single-threaded.
+                    slot.value.store(std::ptr::from_ref(&slot.inline).cast_mut(), Ordering::Relaxed);
+                }
+                page
+            })
+            .collect();
+        Self(pages)
+    }
+}
+
+/// Which value a lookup reads (a const parameter, so that each variant's loop is its own).
+/// The slot's inline value, at an address computed from the slot's.
+const INLINE: u8 = 0;
+/// Whatever the value pointer points at.
+const POINTER: u8 = 1;
+/// The inline value unless a flag in the link word (on the version's line) says the value moved
+/// out, then the pointer: the branch is predicted, so the value's loads need not wait for the
+/// pointer's.
+const FLAGGED: u8 = 2;
+
+/// The flag of `FLAGGED`: a spare bit of the probe's link word, never set (no value here was
+/// replaced).
+const MOVED_OUT: u32 = 1 << 29;
+
+#[inline(always)]
+fn read<const READ: u8>(slot: &Slot) -> &Rule {
+    let inline = READ == INLINE
+        // Relaxed: a probe; a real design would need its own ordering argument.
+        || (READ == FLAGGED && slot.aux.load(Ordering::Relaxed) & MOVED_OUT == 0);
+    if inline {
+        return &slot.inline;
+    }
+    // SAFETY: every value pointer points at its own slot's inline rule (`Slots::new`), which
+    // lives as long as the slot.
+    unsafe { &*slot.value.load(Ordering::Acquire) }
+}
+
+#[inline(always)]
+fn checksum(rule: &Rule) -> u64 {
+    rule.id ^ u64::from(rule.priority)
+}
+
+/// One allocation of slots, found by index as a `Vec` finds them.
+#[inline(never)]
+fn flat_batch<const READ: u8>(slots: &[Slot], keys: &[(u32, u32)]) -> u64 {
+    keys.iter()
+        .map(|&(index, version)| {
+            let Some(slot) = slots.get(index as usize) else { return 0 };
+            // Acquire, as epoch-slotmap's readers load the version.
+            if slot.version.load(Ordering::Acquire) != version {
+                return 0;
+            }
+            checksum(read::<READ>(slot))
+        })
+        .sum()
+}
+
+/// Pages of 32, 64, 128, ... slots, found as epoch-slotmap finds them: the page number from a
+/// bit scan, then the page's biased base (the address slot 0 would have, plus one byte so that
+/// it is never null) plus index times the slot size.
+struct Paged {
+    biased: [*const u8; 32],
+    len: usize,
+    _slots: Slots,
+}
+
+impl Paged {
+    /// `one_allocation`: the same pages carved out of one allocation (the same code path).
+    fn new(one_allocation: bool) -> Self {
+        let pages = (0..).map(|p| 32usize << p).scan(0, |start, len| {
+            let this = *start;
+            *start += len;
+            (this < N).then_some((this, len))
+        });
+        let pages: Vec<(usize, usize)> = pages.collect();
+        let len = pages.last().map_or(0, |&(start, len)| start + len);
+        let slots = if one_allocation {
+            Slots::new(std::iter::once(len))
+        } else {
+            Slots::new(pages.iter().map(|&(_, len)| len))
+        };
+        let mut biased = [std::ptr::null(); 32];
+        let size = std::mem::size_of::<Slot>();
+        for (page, &(start, _)) in pages.iter().enumerate() {
+            let base = if one_allocation { slots.0[0][start..].as_ptr() } else { slots.0[page].as_ptr() };
+            biased[page] = base.cast::<u8>().wrapping_sub(start * size).wrapping_add(1);
+        }
+        Self { biased, len, _slots: slots }
+    }
+}
+
+#[inline(never)]
+fn paged_batch<const READ: u8>(table: &Paged, keys: &[(u32, u32)]) -> u64 {
+    keys.iter()
+        .map(|&(index, version)| {
+            let index = index as usize;
+            if index >= table.len {
+                return 0;
+            }
+            let page = ((index >> 5) + 1).ilog2() as usize;
+            let biased = table.biased[page];
+            if biased.is_null() {
+                return 0;
+            }
+            let slot = biased.wrapping_add(index * std::mem::size_of::<Slot>()).wrapping_sub(1);
+            // SAFETY: `index < len`, so page `page` exists and holds `index`; its biased base plus
+            // `index` slots, less the one byte of bias, is that slot's address inside the page's
+            // allocation, which `_slots` keeps alive.
+            let slot = unsafe { &*slot.cast::<Slot>() };
+            // Acquire, as epoch-slotmap's readers load the version.
+            if slot.version.load(Ordering::Acquire) != version {
+                return 0;
+            }
+            checksum(read::<READ>(slot))
+        })
+        .sum()
+}
+
+/// Median of one variant's per-round ratios.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Nanoseconds per lookup of three passes over `keys` in batches, after an untimed one.
+fn time<K>(keys: &[K], mut batch: impl FnMut(&[K]) -> u64) -> f64 {
+    let mut sum = keys.chunks(BATCH).map(&mut batch).sum::<u64>();
+    let start = Instant::now();
+    for _ in 0..3 {
+        sum = sum.wrapping_add(keys.chunks(BATCH).map(&mut batch).sum::<u64>());
+    }
+    std::hint::black_box(sum);
+    start.elapsed().as_nanos() as f64 / (3 * keys.len()) as f64
+}
+
+fn main() {
+    let (slotmap, slotmap_keys) = filled::<SlotMapInline>(N);
+    let (ours, ours_keys) = filled::<Ours>(N);
+    let (csm, csm_keys) = filled::<ConcurrentSlotMap>(N);
+    let inline = Slots::new(std::iter::once(N));
+    let pointer = Slots::new(std::iter::once(N));
+    let paged = Paged::new(false);
+    let paged_one = Paged::new(true);
+    let paged_inline = Paged::new(false);
+    let paged_flagged = Paged::new(false);
+    let mut keys: Vec<(u32, u32)> = (0..N as u32).map(|i| (i, 1)).collect();
+    Rng(7).shuffle(&mut keys);
+
+    let names = [
+        "80-byte slots (16-byte header first), value read inline",
+        "  ... value read through the value pointer",
+        "  ... in doubling pages found by bit scan and biased base",
+        "  ... the same pages in one allocation",
+        "  ... pages, value read inline (no pointer)",
+        "  ... pages, inline unless a flag in the link word says moved out",
+        "epoch-slotmap (guard per batch)",
+        "concurrent-slotmap (guard per batch)",
+    ];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut baseline = Vec::new();
+    for _ in 0..ROUNDS {
+        let base = time(&slotmap_keys, |b| slotmap.read_batch(b));
+        let times = [
+            time(&keys, |b| flat_batch::<INLINE>(&inline.0[0], b)),
+            time(&keys, |b| flat_batch::<POINTER>(&pointer.0[0], b)),
+            time(&keys, |b| paged_batch::<POINTER>(&paged, b)),
+            time(&keys, |b| paged_batch::<POINTER>(&paged_one, b)),
+            time(&keys, |b| paged_batch::<INLINE>(&paged_inline, b)),
+            time(&keys, |b| paged_batch::<FLAGGED>(&paged_flagged, b)),
+            time(&ours_keys, |b| ours.read_batch(b)),
+            time(&csm_keys, |b| csm.read_batch(b)),
+        ];
+        baseline.push(base);
+        for (r, t) in ratios.iter_mut().zip(times) {
+            r.push(t / base);
+        }
+    }
+    println!(
+        "slotmap::SlotMap::get, warm, 100k shuffled keys: {:.2} ns per lookup (median of {ROUNDS} rounds)",
+        median(baseline)
+    );
+    println!("time per lookup / slotmap's in the same round, median of {ROUNDS} rounds:");
+    for (name, r) in names.iter().zip(ratios) {
+        println!("  {:.2}x  {name}", median(r));
+    }
+}
