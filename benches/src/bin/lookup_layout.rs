@@ -78,13 +78,15 @@ const MOVED_OUT: u32 = 1 << 29;
 #[inline(always)]
 fn read<const READ: u8>(slot: &Slot) -> &Rule {
     let inline = READ == INLINE
-        // Relaxed: a probe; a real design would need its own ordering argument.
+        // Relaxed: nothing here stores the flag (single-threaded, never set); an engine with
+        // it would need the store's Release and its own argument.
         || (READ == FLAGGED && slot.aux.load(Ordering::Relaxed) & MOVED_OUT == 0);
     if inline {
         return &slot.inline;
     }
     // SAFETY: every value pointer points at its own slot's inline rule (`Slots::new`), which
-    // lives as long as the slot.
+    // lives as long as the slot. (Acquire, as epoch-slotmap's readers load the pointer; here
+    // the only store is the single-threaded one in `Slots::new`.)
     unsafe { &*slot.value.load(Ordering::Acquire) }
 }
 
@@ -99,7 +101,7 @@ fn flat_batch<const READ: u8>(slots: &[Slot], keys: &[(u32, u32)]) -> u64 {
     keys.iter()
         .map(|&(index, version)| {
             let Some(slot) = slots.get(index as usize) else { return 0 };
-            // Acquire, as epoch-slotmap's readers load the version.
+            // Acquire, as epoch-slotmap's readers load the version (nothing stores it here).
             if slot.version.load(Ordering::Acquire) != version {
                 return 0;
             }
@@ -160,7 +162,7 @@ fn paged_batch<const READ: u8>(table: &Paged, keys: &[(u32, u32)]) -> u64 {
             // `index` slots, less the one byte of bias, is that slot's address inside the page's
             // allocation, which `_slots` keeps alive.
             let slot = unsafe { &*slot.cast::<Slot>() };
-            // Acquire, as epoch-slotmap's readers load the version.
+            // Acquire, as epoch-slotmap's readers load the version (nothing stores it here).
             if slot.version.load(Ordering::Acquire) != version {
                 return 0;
             }
