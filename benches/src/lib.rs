@@ -55,9 +55,16 @@ pub trait Contender {
     const WRITES: bool = true;
 }
 
+/// What every read does with the rule it found: reads two fields, one at each end of it.
 #[inline(always)]
-fn checksum(rule: &Rule) -> u64 {
+pub fn checksum(rule: &Rule) -> u64 {
     rule.id ^ u64::from(rule.priority)
+}
+
+/// The median of samples (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn ffi(key: DefaultKey) -> u64 {

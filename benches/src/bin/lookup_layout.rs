@@ -13,11 +13,13 @@
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::time::Instant;
 
-use benches::{ConcurrentSlotMap, Contender, Ours, Rng, Rule, SlotMapInline, filled};
+use benches::{ConcurrentSlotMap, Contender, Ours, Rng, Rule, SlotMapInline, checksum, filled, median};
 
 const N: usize = 100_000;
 const ROUNDS: usize = 31;
 const BATCH: usize = 256;
+/// The first page holds `1 << FIRST_PAGE_SHIFT` slots, as epoch-slotmap's does.
+const FIRST_PAGE_SHIFT: u32 = 5;
 
 /// epoch-slotmap's slot layout: a 16-byte header (version, link word, value pointer), then the
 /// value written at insert.
@@ -61,7 +63,7 @@ impl Slots {
     }
 }
 
-/// Which value a lookup reads (a const parameter, so that each variant's loop is its own).
+// Which value a lookup reads: a const parameter, so that each variant's loop is its own.
 /// The slot's inline value, at an address computed from the slot's.
 const INLINE: u8 = 0;
 /// Whatever the value pointer points at.
@@ -88,11 +90,6 @@ fn read<const READ: u8>(slot: &Slot) -> &Rule {
     // lives as long as the slot. (Acquire, as epoch-slotmap's readers load the pointer; here
     // the only store is the single-threaded one in `Slots::new`.)
     unsafe { &*slot.value.load(Ordering::Acquire) }
-}
-
-#[inline(always)]
-fn checksum(rule: &Rule) -> u64 {
-    rule.id ^ u64::from(rule.priority)
 }
 
 /// One allocation of slots, found by index as a `Vec` finds them.
@@ -122,7 +119,7 @@ struct Paged {
 impl Paged {
     /// `one_allocation`: the same pages carved out of one allocation (the same code path).
     fn new(one_allocation: bool) -> Self {
-        let pages = (0..).map(|p| 32usize << p).scan(0, |start, len| {
+        let pages = (0..).map(|p| 1usize << (FIRST_PAGE_SHIFT + p)).scan(0, |start, len| {
             let this = *start;
             *start += len;
             (this < N).then_some((this, len))
@@ -152,7 +149,7 @@ fn paged_batch<const READ: u8>(table: &Paged, keys: &[(u32, u32)]) -> u64 {
             if index >= table.len {
                 return 0;
             }
-            let page = ((index >> 5) + 1).ilog2() as usize;
+            let page = ((index >> FIRST_PAGE_SHIFT) + 1).ilog2() as usize;
             let biased = table.biased[page];
             if biased.is_null() {
                 return 0;
@@ -169,12 +166,6 @@ fn paged_batch<const READ: u8>(table: &Paged, keys: &[(u32, u32)]) -> u64 {
             checksum(read::<READ>(slot))
         })
         .sum()
-}
-
-/// Median of one variant's per-round ratios.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Nanoseconds per lookup of three passes over `keys` in batches, after an untimed one.

@@ -49,11 +49,6 @@ struct Settings {
 /// workload -> contender -> (median, unit)
 type Results = BTreeMap<String, BTreeMap<&'static str, (f64, &'static str)>>;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 /// Median ns per op over `samples` runs of `f`, which returns how many ops it did.
 fn ns_per_op(s: &Settings, mut f: impl FnMut() -> usize) -> f64 {
     f(); // warm-up
@@ -432,32 +427,29 @@ fn interleaved_lookups(s: &Settings, r: &mut Results) {
         std::hint::black_box(keys.chunks(BATCH).map(c).sum::<u64>());
         t.elapsed().as_nanos() as f64 / keys.len() as f64
     };
+    let ours_batch = |b: &[u64]| ours.read_batch(b);
+    let sm_batch = |b: &[u64]| sm.read_batch(b);
+    let csm_batch = |b: &[u64]| csm.read_batch(b);
+    let ours_pin = |b: &[u64]| b.iter().map(|&k| ours.read(k).unwrap_or(0)).sum();
+    let csm_pin = |b: &[u64]| b.iter().map(|&k| csm.read(k).unwrap_or(0)).sum();
+    let g = "get_hit (guard per batch of 256)";
+    let p = "get_hit (pin per lookup)";
+    let st = "get_stale (guard per batch of 256)";
+    let runs: [LookupRun<'_>; 7] = [
+        (g, Ours::NAME, &ours_batch, ours_live),
+        (g, SlotMapInline::NAME, &sm_batch, sm_live),
+        (g, ConcurrentSlotMap::NAME, &csm_batch, csm_live),
+        (p, Ours::NAME, &ours_pin, ours_live),
+        (p, ConcurrentSlotMap::NAME, &csm_pin, csm_live),
+        (st, Ours::NAME, &ours_batch, &ours_stale),
+        (st, SlotMapInline::NAME, &sm_batch, &sm_stale),
+    ];
     let mut cold: BTreeMap<(&str, &'static str), Vec<f64>> = BTreeMap::new();
-    let mut batch = |g: &'static str, who: &'static str, c: &dyn Fn(&[u64]) -> u64, keys: &[u64]| {
-        cold.entry((g, who)).or_default().push(pass(c, keys));
-        pass(c, keys)
-    };
     let mut m: BTreeMap<(&str, &'static str), Vec<f64>> = BTreeMap::new();
     for _ in 0..lookup_rounds(s) {
-        let g = "get_hit (guard per batch of 256)";
-        let ours_batch = |b: &[u64]| ours.read_batch(b);
-        let sm_batch = |b: &[u64]| sm.read_batch(b);
-        let csm_batch = |b: &[u64]| csm.read_batch(b);
-        let ours_pin = |b: &[u64]| b.iter().map(|&k| ours.read(k).unwrap_or(0)).sum();
-        let csm_pin = |b: &[u64]| b.iter().map(|&k| csm.read(k).unwrap_or(0)).sum();
-        let p = "get_hit (pin per lookup)";
-        let st = "get_stale (guard per batch of 256)";
-        let runs: [LookupRun<'_>; 7] = [
-            (g, Ours::NAME, &ours_batch, ours_live),
-            (g, SlotMapInline::NAME, &sm_batch, sm_live),
-            (g, ConcurrentSlotMap::NAME, &csm_batch, csm_live),
-            (p, Ours::NAME, &ours_pin, ours_live),
-            (p, ConcurrentSlotMap::NAME, &csm_pin, csm_live),
-            (st, Ours::NAME, &ours_batch, &ours_stale),
-            (st, SlotMapInline::NAME, &sm_batch, &sm_stale),
-        ];
         for (workload, who, c, keys) in runs {
-            m.entry((workload, who)).or_default().push(batch(workload, who, c, keys));
+            cold.entry((workload, who)).or_default().push(pass(c, keys));
+            m.entry((workload, who)).or_default().push(pass(c, keys));
         }
     }
     for ((workload, who), samples) in m {
@@ -562,10 +554,10 @@ first, though less warm than the single-threaded `get_hit` rows). The first pass
 lookup waits on memory, which moves the ratios either way. Guard per batch vs slotmap in this \
 run: warm {gw}, cold {gc}; concurrent-slotmap, whose slots sit in one reserved virtual range (no \
 page table), warm {cw} of ours. Until 2026-11-26 the targets used single cold passes \
-(1.09-1.29x). Warm, the four full runs of this report on 2026-11-26 before the one in this \
-file gave 0.88-1.96x for guard per batch and 0.98-1.39x for pin per lookup against \
-concurrent-slotmap (the first two from 21 rounds, by the code as it stood before the rounds were \
-raised to 210), and three quick runs 1.25-1.60x and 0.92-1.11x: how much of the shared L3 the \
+(1.09-1.29x). Warm, the five full runs of this report on 2026-11-26 gave 0.88-1.96x for guard \
+per batch and 0.98-1.39x for pin per lookup against concurrent-slotmap (the first two from 21 \
+rounds, by the code as it stood before the rounds were raised to 210), and three quick runs \
+1.25-1.60x and 0.92-1.11x: how much of the shared L3 the \
 other tenants take moves these ratios more than anything changed here, so one run's pass or \
 fail says little. Over all 100k keys, with three timed passes after a warm one, `cargo run \
 --release -p benches --bin lookup_layout` gave 1.70-1.95x under a guard and concurrent-slotmap \
@@ -905,10 +897,11 @@ fn main() {
          (the machine has 2 vCPUs, shared and noisy: compare ratios within one run, not absolute numbers \
          across runs). Medians of {} samples; the `interleaved:` rows, which the lookup and write \
          targets use, are medians of {} (lookups) and {} (writes) rounds in which their contenders \
-         alternate (each lookup pass follows a first pass over the same keys, which warms the caches; the `interleaved, cold:` \
-         rows are those first passes), and the mixed \
-         workloads alternate every contender (and, for guard per 256, every reader alone) within each sample, as the one- and two-reader samples do. Value: a 64-byte rule; 100 000 \
-         live entries.\n",
+         alternate (each lookup pass follows a first pass over the same keys, which warms the \
+         caches; the `interleaved, cold:` rows are those first passes), and the mixed workloads \
+         alternate every contender (and, for guard per 256, every reader alone) within each \
+         sample, as the one- and two-reader samples do. Value: a 64-byte rule; 100 000 live \
+         entries.\n",
         if quick { " -- --quick" } else { "" },
         machine(),
         s.samples,
