@@ -553,9 +553,9 @@ fn misses(r: &Results) -> String {
         .collect();
     across.sort();
     format!(
-        "- **Lookups** (`get_hit`, `get_stale`). A lookup finds the slot through its page's biased \
-base (pages double in size and never move, so references stay valid while the map grows), checks \
-the version and follows the value pointer (a replace swaps in a whole new value atomically): 25 \
+        "- **Lookups** (`get_hit`, `get_stale`). A lookup finds the slot through its page's biased base \
+(pages double in size and never move, so references stay valid while the map grows), checks the \
+version and follows the value pointer (a replace swaps in a whole new value atomically): 25 \
 instructions per lookup in the loop, against 14 for `slotmap::SlotMap::get` (the loops' machine \
 code, 2026-11-26). **Which caches:** each round gives every contender and workload a cold pass \
 (the other contenders' passes have just evicted its table, and every lookup waits on memory: the \
@@ -564,58 +564,60 @@ The untimed passes matter: a table read after others takes five to eight passes 
 before a pass stops getting faster (`lookup_layout` prints the curve). Earlier on 2026-11-26 the \
 targets timed the second pass, in the middle of that descent, whose depth depended on what the \
 previous contender had evicted: five full runs gave 0.88-1.96x for guard per batch (before that \
-day they timed the first pass: 1.09-1.29x). Steady, slotmap's lookup takes {sm_ns} ns in this run and concurrent-slotmap's pin + lookup \
-{csm_pin_ns} ns: the issue's calibration (2.6 and 9.1 ns) is a steady figure. Guard per batch vs \
-slotmap in this run: steady {gw}, cold {gc}; concurrent-slotmap, whose slots sit in one reserved \
-virtual range (no page table), steady {cw} of ours and {cs} of slotmap. Over all 100k keys, \
-`cargo run --release -p benches --bin lookup_layout` gave 1.32-1.38x under a guard and \
-concurrent-slotmap 0.99-1.13x (seven runs, 2026-11-26). **Where that gap comes from:** the same program builds our \
-slot layout up step by step and times each step against slotmap (its figures are in \
-docs/design.md, Layout). The doubling pages' table (add, bit scan, table load, null test) is the \
-largest step; the value pointer costs less, and a flag that would let never-replaced values \
-skip it costs more than it saves. **Why the table stays:** without it, the slots must sit in one range that never moves, which only reserving the \
-whole capacity as virtual memory gives. But a map that releases any emptied page (`shrink_to_fit`) \
-must then test, on every lookup, that the key's page is still there, or a stale key would read \
-released memory. The same program's one-range variant with a presence bit per page measured \
-1.21-1.43x, no better than our table (1.16-1.55x). \
-concurrent-slotmap needs no such test because it never gives memory back (`index < capacity`, \
-the flat rows' one compare). Mapping a released range to the OS's zero page, so that a stale key \
-reads version 0, would keep both, but it changes memory under live atomics outside Rust's \
-memory model, where neither Miri nor loom can check it; the engine does not do it. Trimming \
-the engine's loop measured within the noise: without its bound test (an unsound experiment) \
-`lookup_layout` gave 1.24-1.36x in four runs.\n\
-- **Writers replacing** (`mixed ... writes/s`). Our `replace` keeps the key, so the new value \
-is boxed and the old one retired through a grace period: an allocation, a deferred free, and a \
-second cache miss for every later read of that key. The concurrent-slotmap adapter replaces by \
-remove + insert (a new key, the value stays inline). `{ri}` does the same with ours: writer vs \
-ours with replace, pin per lookup: {w1}; reader: {r1}. The `like-for-like` target lines hold \
-that row to the same targets; the lines without the prefix stay the verdict on the key-keeping \
-`replace`. Keeping the key with the new value inline as well would take a second inline value per \
-slot: 64 more bytes per slot, which the memory target (slotmap + 16) rules out.\n\
+day they timed the first pass: 1.09-1.29x). Steady, slotmap's lookup takes {sm_ns} ns in this run \
+and concurrent-slotmap's pin + lookup {csm_pin_ns} ns: the issue's calibration (2.6 and 9.1 ns) is \
+a steady figure. Guard per batch vs slotmap in this run: steady {gw}, cold {gc}; \
+concurrent-slotmap, whose slots sit in one reserved virtual range (no page table), steady {cw} of \
+ours and {cs} of slotmap. Over all 100k keys, `cargo run --release -p benches --bin lookup_layout` \
+gave 1.32-1.38x under a guard and concurrent-slotmap 0.99-1.13x (seven runs, 2026-11-26). **Where \
+that gap comes from:** the same program builds our slot layout up step by step and times each step \
+against slotmap (its figures are in docs/design.md, Layout). The doubling pages' table (add, bit \
+scan, table load, null test) is the largest step; the value pointer costs less, and a flag that \
+would let never-replaced values skip it costs more than it saves. **Why the table stays:** without \
+it, the slots must sit in one range that never moves, which only reserving the whole capacity as \
+virtual memory gives. But a map that releases any emptied page (`shrink_to_fit`) must then test, \
+on every lookup, that the key's page is still there, or a stale key would read released memory. \
+The same program's one-range variant with a presence bit per page measured 1.21-1.43x, no better \
+than our table (1.16-1.55x). concurrent-slotmap needs no such test because it never gives memory \
+back (`index < capacity`, the flat rows' one compare). Mapping a released range to the OS's zero \
+page, so that a stale key reads version 0, would keep both, but it changes memory under live \
+atomics outside Rust's memory model, where neither Miri nor loom can check it; the engine does not \
+do it. Trimming the engine's loop measured within the noise: without its bound test (an unsound \
+experiment) `lookup_layout` gave 1.24-1.36x in four runs.\n\
+- **Writers replacing** (`mixed ... writes/s`). Our `replace` keeps the key, so the new value is \
+boxed and the old one retired through a grace period: an allocation, a deferred free, and a second \
+cache miss for every later read of that key. The concurrent-slotmap adapter replaces by remove + \
+insert (a new key, the value stays inline). `{ri}` does the same with ours: writer vs ours with \
+replace, pin per lookup: {w1}; reader: {r1}. The `like-for-like` target lines hold that row to the \
+same targets; the lines without the prefix stay the verdict on the key-keeping `replace`. Keeping \
+the key with the new value inline as well would take a second inline value per slot: 64 more bytes \
+per slot, which the memory target (slotmap + 16) rules out.\n\
 - **Reader with a writer vs alone** (same reader loop, random keys from the shared key table). \
-This run: {a1}. The writer stores a key in the shared table only when it changed: adapters \
-that replace by remove + insert (concurrent-slotmap, sharded-slab, the remove + insert row of \
-ours) store one per write, which invalidates a line the reader reads, and hand the reader keys \
-that may already be dead, which resolve without touching a value. Ours keeps keys on replace, so \
-every read finds a live value, and a replaced value is boxed: a second miss per read, against one \
-for the reader alone on a freshly filled map. The lock-based tables' readers hold the read lock \
-for a whole batch of 256, so their writer's stores land between batches. All mixed workloads are \
-measured in alternation, contender by contender within each sample round, the readers alone included.\n\
+This run: {a1}. The writer stores a key in the shared table only when it changed: adapters that \
+replace by remove + insert (concurrent-slotmap, sharded-slab, the remove + insert row of ours) \
+store one per write, which invalidates a line the reader reads, and hand the reader keys that may \
+already be dead, which resolve without touching a value. Ours keeps keys on replace, so every read \
+finds a live value, and a replaced value is boxed: a second miss per read, against one for the \
+reader alone on a freshly filled map. The lock-based tables' readers hold the read lock for a \
+whole batch of 256, so their writer's stores land between batches. All mixed workloads are \
+measured in alternation, contender by contender within each sample round, the readers alone \
+included.\n\
 - **Insert + remove**. Each pins (a `lock cmpxchg` each), pops the free list, flips the version, \
 sets or clears an occupancy bit (what makes iteration skip holes) and queues the slot for its \
 grace period. The batch that recycles 128 slots walks their chain once and puts them back on the \
 free list with one CAS; each operation finds its slot's address once and passes it along \
 (callgrind on a warm 1M-pair loop: 319 instructions per pair with the pin inlined, 440 before; \
 concurrent-slotmap 290 with its fill). Two of each pair's locked instructions are the occupancy \
-bit's set and clear, which the iteration target needs: with them made plain stores (an \
-experiment that breaks iteration), a probe of this report's write alternation (2026-11-26) went \
-from 32.5-32.8 to 28.0-28.5 ns per pair, against concurrent-slotmap's 25.7-26.9. Batches of 32 or 64 slots, and prefetching the \
-next free slot at each pop, measured no better. concurrent-slotmap keeps no occupancy summary, and \
-its iteration at 10% costs {csm_iter} per live value what it costs at 100% in this run (ours \
-{ours_iter}; target <= 3x). Against sharded-slab's 0.5x target: concurrent-slotmap, which also waits a grace \
-period, is {csm_ss} of sharded-slab in this run. sharded-slab reuses a removed slot \
-at once (its generation counter guards stale keys), while ours waits a grace period before any \
-slot is reused, which is what lets readers hold plain references without a per-read count.\n",
+bit's set and clear, which the iteration target needs: with them made plain stores (an experiment \
+that breaks iteration), a probe of this report's write alternation (2026-11-26) went from \
+32.5-32.8 to 28.0-28.5 ns per pair, against concurrent-slotmap's 25.7-26.9. Batches of 32 or 64 \
+slots, and prefetching the next free slot at each pop, measured no better. concurrent-slotmap \
+keeps no occupancy summary, and its iteration at 10% costs {csm_iter} per live value what it costs \
+at 100% in this run (ours {ours_iter}; target <= 3x). Against sharded-slab's 0.5x target: \
+concurrent-slotmap, which also waits a grace period, is {csm_ss} of sharded-slab in this run. \
+sharded-slab reuses a removed slot at once (its generation counter guards stale keys), while ours \
+waits a grace period before any slot is reused, which is what lets readers hold plain references \
+without a per-read count.\n",
         gw = ratio("interleaved: get_hit (guard per batch of 256)", ours, SlotMapInline::NAME),
         gc = ratio("interleaved, cold: get_hit (guard per batch of 256)", ours, SlotMapInline::NAME),
         warm = WARM_PASSES,
