@@ -49,9 +49,18 @@ struct Settings {
 /// workload -> contender -> (median, unit)
 type Results = BTreeMap<String, BTreeMap<&'static str, (f64, &'static str)>>;
 
-/// Median ns per op over `samples` runs of `f`, which returns how many ops it did.
-fn ns_per_op(s: &Settings, mut f: impl FnMut() -> usize) -> f64 {
-    f(); // warm-up
+/// Median ns per op over `samples` runs of `f`, which returns how many ops it did, after one
+/// untimed run.
+fn ns_per_op(s: &Settings, f: impl FnMut() -> usize) -> f64 {
+    ns_per_op_after(s, 1, f)
+}
+
+/// `ns_per_op` after `warm` untimed runs: lookups over a whole table need `WARM_PASSES`
+/// before they stop getting faster.
+fn ns_per_op_after(s: &Settings, warm: usize, mut f: impl FnMut() -> usize) -> f64 {
+    for _ in 0..warm {
+        f();
+    }
     median(
         (0..s.samples)
             .map(|_| {
@@ -119,7 +128,7 @@ fn single<C: Contender>(s: &Settings, r: &mut Results) {
         r,
         "get_stale (guard per batch of 256)",
         who,
-        ns_per_op(s, || {
+        ns_per_op_after(s, WARM_PASSES, || {
             std::hint::black_box(stale.chunks(BATCH).map(|b| c.read_batch(b)).sum::<u64>());
             stale.len()
         }),
@@ -367,12 +376,12 @@ fn multi<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results) {
 
 /// `get_hit` in both forms: one guard per batch of 256 lookups, and one pin per lookup.
 fn get_hit<C: Contender>(s: &Settings, r: &mut Results, who: &'static str, c: &C, keys: &[u64]) {
-    let per_batch = ns_per_op(s, || {
+    let per_batch = ns_per_op_after(s, WARM_PASSES, || {
         std::hint::black_box(keys.chunks(BATCH).map(|b| c.read_batch(b)).sum::<u64>());
         keys.len()
     });
     record(r, "get_hit (guard per batch of 256)", who, per_batch, "ns/lookup");
-    let per_pin = ns_per_op(s, || {
+    let per_pin = ns_per_op_after(s, WARM_PASSES, || {
         std::hint::black_box(keys.iter().map(|&k| c.read(k).unwrap_or(0)).sum::<u64>());
         keys.len()
     });
@@ -932,20 +941,21 @@ fn main() {
          charts are rewritten by each run; re-run it when the engine changes). Criterion benches of the \
          single-threaded workloads (lookups, writes, iteration): `cargo bench -p benches`.\n\nMachine: {}. Multi-threaded figures are **2-thread** figures \
          (the machine has 2 vCPUs, shared and noisy: compare ratios within one run, not absolute numbers \
-         across runs). Medians of {} samples; the `interleaved:` rows, which the lookup and write \
-         targets use, are medians of {} (lookups) and {} (writes) rounds in which their contenders \
-         alternate (each timed lookup pass follows a cold pass and {} untimed passes over the same \
-         keys, so that the table is as warm as in steady use; the `interleaved, cold:` rows are \
-         those first passes), and the mixed workloads \
-         alternate every contender (and, for guard per 256, every reader alone) within each \
-         sample, as the one- and two-reader samples do. Value: a 64-byte rule; 100 000 live \
+         across runs). Medians of {samples} samples (after {warm} untimed passes over the table for \
+         the lookup rows, so that it is as warm as in steady use, and one untimed run for the \
+         others); the `interleaved:` rows, which the lookup and write targets use, are medians of \
+         {lookup_rounds} (lookups) and {write_rounds} (writes) rounds in which their contenders \
+         alternate (each timed lookup pass follows a cold pass and {warm} untimed passes over the \
+         same keys; the `interleaved, cold:` rows are those first passes), and the mixed \
+         workloads alternate every contender (and, for guard per 256, every reader alone) within \
+         each sample, as the one- and two-reader samples do. Value: a 64-byte rule; 100 000 live \
          entries.\n",
         if quick { " -- --quick" } else { "" },
         machine(),
-        s.samples,
-        lookup_rounds(&s),
-        write_rounds(&s),
-        WARM_PASSES
+        samples = s.samples,
+        lookup_rounds = lookup_rounds(&s),
+        write_rounds = write_rounds(&s),
+        warm = WARM_PASSES
     );
     let _ = writeln!(md, "## Targets\n");
     for t in &targets {
