@@ -67,6 +67,25 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Lookups to make over a table, untimed, before timing lookups over it. A 100k-entry table
+/// that other tables' passes have evicted takes five to eight passes over all its keys before
+/// a pass stops getting faster (on the 2-vCPU VM of docs/benchmarks.md; `lookup_layout`
+/// prints the curve, and docs/design.md, Layout, says what timing inside it did): twelve
+/// passes' worth is past that.
+pub const WARM_LOOKUPS: usize = 1_200_000;
+
+/// Untimed passes over `keys` that add up to [`WARM_LOOKUPS`].
+pub fn warm_passes(keys: usize) -> usize {
+    WARM_LOOKUPS.div_ceil(keys.max(1))
+}
+
+/// Nanoseconds per lookup of one pass over `keys` in batches of `batch`.
+pub fn timed_pass<K>(keys: &[K], batch: usize, mut lookups: impl FnMut(&[K]) -> u64) -> f64 {
+    let start = std::time::Instant::now();
+    std::hint::black_box(keys.chunks(batch).map(&mut lookups).sum::<u64>());
+    start.elapsed().as_nanos() as f64 / keys.len() as f64
+}
+
 fn ffi(key: DefaultKey) -> u64 {
     key.data().as_ffi()
 }

@@ -5,29 +5,23 @@
 //!
 //! Every variant holds the same 100k rules in its own memory and reads them with the same
 //! shuffled keys, under one guard (or none) per batch of 256. A round gives each variant
-//! `WARM_PASSES` untimed passes and then three timed ones; the figure is the median, over the
-//! rounds, of the variant's time divided by slotmap's in the same round. `docs/design.md`
-//! quotes this program's output.
-//!
-//! Why so many untimed passes: after the other variants' passes, a table is cold, and on the
-//! 2-vCPU VM these figures come from it takes five to eight passes over all 100k keys before a
-//! pass stops getting faster (the program prints the curve). With one warm pass, what was timed
-//! was the middle of that descent, which depends on what the previous variant evicted: the
-//! ratios moved by 0.5x with the variants' order alone. Once steady, slotmap's lookup takes the
-//! 2.6 ns the benchmarks' issue calibrates its targets with.
+//! untimed passes (`benches::WARM_LOOKUPS` lookups: a table the other variants' passes evicted
+//! takes that long to stop getting faster, and the program first prints slotmap's curve) and
+//! then three timed ones; the figure is the median, over the rounds, of the variant's time
+//! divided by slotmap's in the same round. `docs/design.md` (Layout) quotes this program's
+//! output and says what timing before the curve flattens did.
 #![allow(clippy::print_stdout)]
 
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
-use std::time::Instant;
 
-use benches::{ConcurrentSlotMap, Contender, Ours, Rng, Rule, SlotMapInline, checksum, filled, median};
+use benches::{
+    ConcurrentSlotMap, Contender, Ours, Rng, Rule, SlotMapInline, checksum, filled, median, timed_pass,
+    warm_passes,
+};
 
 const N: usize = 100_000;
 const ROUNDS: usize = 31;
 const BATCH: usize = 256;
-/// Untimed passes before each variant's timed ones: past the five to eight that the curve
-/// printed first needs.
-const WARM_PASSES: usize = 12;
 /// The first page holds `1 << FIRST_PAGE_SHIFT` slots, as epoch-slotmap's does.
 const FIRST_PAGE_SHIFT: u32 = 5;
 
@@ -178,42 +172,37 @@ fn paged_batch<const READ: u8>(table: &Paged, keys: &[(u32, u32)]) -> u64 {
         .sum()
 }
 
-/// The same slots as one range whose address never changes (what reserving the whole capacity
-/// as virtual memory up front gives: no page base to load), but with a presence bit per page
-/// checked before the slot is read. A map that may release any emptied page (as
-/// `SlotMap::shrink_to_fit` does) needs that check, or its readers would touch released memory;
-/// a map that never releases (concurrent-slotmap) needs only `index < capacity`, which is what
+/// Not a step on from the layouts above but the alternative to the page table: the slots as
+/// one range whose address never changes (what reserving the whole capacity as virtual memory
+/// up front gives: no page base to load), with a presence bit per page tested before the slot
+/// is read. A map that may release any emptied page (as `SlotMap::shrink_to_fit` does) needs
+/// that test, made under a pin so that the page cannot go between the test and the read; a map
+/// that never releases (concurrent-slotmap) needs only `index < capacity`, which is what
 /// `flat_batch` does.
 struct OneRange {
-    paged: Paged,
+    slots: Slots,
     present: AtomicU32,
 }
 
 impl OneRange {
     fn new() -> Self {
         // Every page present: the probe never releases one.
-        Self { paged: Paged::new(true), present: AtomicU32::new(u32::MAX) }
+        Self { slots: Slots::new(std::iter::once(N)), present: AtomicU32::new(u32::MAX) }
     }
 }
 
 #[inline(never)]
 fn one_range_batch<const READ: u8>(table: &OneRange, keys: &[(u32, u32)]) -> u64 {
-    let base = table.paged._slots.0[0].as_ptr();
+    let slots = &table.slots.0[0];
     keys.iter()
         .map(|&(index, version)| {
-            let index = index as usize;
-            if index >= table.paged.len {
-                return 0;
-            }
+            let Some(slot) = slots.get(index as usize) else { return 0 };
             let page = ((index >> FIRST_PAGE_SHIFT) + 1).ilog2();
             // Acquire, as a reader would need to pair with the Release that publishes a page
             // (nothing stores it here).
             if table.present.load(Ordering::Acquire) & (1 << page) == 0 {
                 return 0;
             }
-            // SAFETY: `index < len`, the length of the one allocation `_slots.0[0]`, which
-            // `table` keeps alive.
-            let slot = unsafe { &*base.add(index) };
             // Acquire, as epoch-slotmap's readers load the version (nothing stores it here).
             if slot.version.load(Ordering::Acquire) != version {
                 return 0;
@@ -223,20 +212,12 @@ fn one_range_batch<const READ: u8>(table: &OneRange, keys: &[(u32, u32)]) -> u64
         .sum()
 }
 
-/// Nanoseconds per lookup of one pass over `keys` in batches.
-fn pass<K>(keys: &[K], batch: &mut impl FnMut(&[K]) -> u64) -> f64 {
-    let start = Instant::now();
-    std::hint::black_box(keys.chunks(BATCH).map(batch).sum::<u64>());
-    start.elapsed().as_nanos() as f64 / keys.len() as f64
-}
-
-/// Nanoseconds per lookup of three passes over `keys` in batches, after `WARM_PASSES` untimed
-/// ones.
+/// Nanoseconds per lookup of three passes over `keys` in batches, after the untimed ones.
 fn time<K>(keys: &[K], mut batch: impl FnMut(&[K]) -> u64) -> f64 {
-    for _ in 0..WARM_PASSES {
-        pass(keys, &mut batch);
+    for _ in 0..warm_passes(keys.len()) {
+        timed_pass(keys, BATCH, &mut batch);
     }
-    (0..3).map(|_| pass(keys, &mut batch)).sum::<f64>() / 3.0
+    (0..3).map(|_| timed_pass(keys, BATCH, &mut batch)).sum::<f64>() / 3.0
 }
 
 fn main() {
@@ -258,8 +239,9 @@ fn main() {
 
     // The warm-up curve of slotmap's table, cold here: every table built after it wrote its
     // own 8 MB or more.
-    let curve: Vec<String> =
-        (0..16).map(|_| format!("{:.1}", pass(&slotmap_keys, &mut |b| slotmap.read_batch(b)))).collect();
+    let curve: Vec<String> = (0..16)
+        .map(|_| format!("{:.1}", timed_pass(&slotmap_keys, BATCH, |b| slotmap.read_batch(b))))
+        .collect();
     println!("slotmap::SlotMap::get, ns per lookup, 16 passes from cold: {}", curve.join(" "));
 
     let names = [
@@ -267,10 +249,10 @@ fn main() {
         "  ... value read through the value pointer",
         "  ... in doubling pages found by bit scan and biased base",
         "  ... the same pages in one allocation",
-        "  ... one range, no page base, but a presence bit per page",
         "  ... pages, value read inline (no pointer)",
         "  ... pages, inline unless a flag in the link word says moved out",
         "  ... pages and pointer, with a crossbeam-epoch pin per batch",
+        "instead of pages: one range, presence bit per page, pointer",
         "epoch-slotmap (guard per batch)",
         "concurrent-slotmap (guard per batch)",
     ];
@@ -283,13 +265,13 @@ fn main() {
             time(&keys, |b| flat_batch::<POINTER>(&pointer.0[0], b)),
             time(&keys, |b| paged_batch::<POINTER>(&paged, b)),
             time(&keys, |b| paged_batch::<POINTER>(&paged_one, b)),
-            time(&keys, |b| one_range_batch::<POINTER>(&one_range, b)),
             time(&keys, |b| paged_batch::<INLINE>(&paged_inline, b)),
             time(&keys, |b| paged_batch::<FLAGGED>(&paged_flagged, b)),
             time(&keys, |b| {
                 let _pin = handle.pin();
                 paged_batch::<POINTER>(&paged_pinned, b)
             }),
+            time(&keys, |b| one_range_batch::<POINTER>(&one_range, b)),
             time(&ours_keys, |b| ours.read_batch(b)),
             time(&csm_keys, |b| csm.read_batch(b)),
         ];

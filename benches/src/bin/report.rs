@@ -55,8 +55,8 @@ fn ns_per_op(s: &Settings, f: impl FnMut() -> usize) -> f64 {
     ns_per_op_after(s, 1, f)
 }
 
-/// `ns_per_op` after `warm` untimed runs: lookups over a whole table need `WARM_PASSES`
-/// before they stop getting faster.
+/// `ns_per_op` after `warm` untimed runs: lookups over a table need `warm_passes` before they
+/// stop getting faster.
 fn ns_per_op_after(s: &Settings, warm: usize, mut f: impl FnMut() -> usize) -> f64 {
     for _ in 0..warm {
         f();
@@ -128,7 +128,7 @@ fn single<C: Contender>(s: &Settings, r: &mut Results) {
         r,
         "get_stale (guard per batch of 256)",
         who,
-        ns_per_op_after(s, WARM_PASSES, || {
+        ns_per_op_after(s, warm_passes(stale.len()), || {
             std::hint::black_box(stale.chunks(BATCH).map(|b| c.read_batch(b)).sum::<u64>());
             stale.len()
         }),
@@ -376,21 +376,22 @@ fn multi<C: Contender + Send + Sync + 'static>(s: &Settings, r: &mut Results) {
 
 /// `get_hit` in both forms: one guard per batch of 256 lookups, and one pin per lookup.
 fn get_hit<C: Contender>(s: &Settings, r: &mut Results, who: &'static str, c: &C, keys: &[u64]) {
-    let per_batch = ns_per_op_after(s, WARM_PASSES, || {
+    let per_batch = ns_per_op_after(s, warm_passes(keys.len()), || {
         std::hint::black_box(keys.chunks(BATCH).map(|b| c.read_batch(b)).sum::<u64>());
         keys.len()
     });
     record(r, "get_hit (guard per batch of 256)", who, per_batch, "ns/lookup");
-    let per_pin = ns_per_op_after(s, WARM_PASSES, || {
+    let per_pin = ns_per_op_after(s, warm_passes(keys.len()), || {
         std::hint::black_box(keys.iter().map(|&k| c.read(k).unwrap_or(0)).sum::<u64>());
         keys.len()
     });
     record(r, "get_hit (pin per lookup)", who, per_pin, "ns/lookup");
 }
 
-/// Rounds of `interleaved_lookups`: a round is `2 + WARM_PASSES` passes over 50k keys for each
-/// of seven (workload, contender) pairs, about 30 ms, so many rounds are cheap, and their
-/// median shrugs off the bursts of a shared machine that a few rounds cannot.
+/// Rounds of `interleaved_lookups`: a round is, for each of seven (workload, contender) pairs,
+/// two passes over 50k keys and `WARM_LOOKUPS` untimed lookups, about 50 ms, so many rounds
+/// are cheap, and their median shrugs off the bursts of a shared machine that a few rounds
+/// cannot.
 fn lookup_rounds(s: &Settings) -> usize {
     s.samples * 30
 }
@@ -400,21 +401,14 @@ fn write_rounds(s: &Settings) -> usize {
     s.samples * 9
 }
 
-/// Untimed passes between a lookup measurement's cold pass and its timed one. On this 2-vCPU VM
-/// a table that the other contenders' passes evicted takes five to eight passes over 100k keys
-/// before a pass stops getting faster (`lookup_layout` prints the curve); a single warm pass
-/// timed the middle of that descent, whose depth depends on what the previous contender evicted.
-/// Once steady, slotmap's lookup takes the issue's calibration, 2.6 ns.
-const WARM_PASSES: usize = 10;
-
 /// One lookup measurement of `interleaved_lookups`: (workload, contender, batch of lookups,
 /// keys).
 type LookupRun<'a> = (&'static str, &'static str, &'a dyn Fn(&[u64]) -> u64, &'a [u64]);
 
 /// The lookup targets' three contenders measured in alternation, round by round, so that the
 /// machine's slow swings (other tenants) hit all of them alike; medians over the rounds. Each
-/// (workload, contender) turn is a cold pass (after the others' passes), `WARM_PASSES` untimed
-/// ones and a timed steady one.
+/// (workload, contender) turn is a cold pass (after the others' passes), untimed ones until the
+/// table is warm (`warm_passes`) and a timed steady one.
 fn interleaved_lookups(s: &Settings, r: &mut Results) {
     let (ours, ours_keys) = filled::<Ours>(N);
     let (sm, sm_keys) = filled::<SlotMapInline>(N);
@@ -439,11 +433,7 @@ fn interleaved_lookups(s: &Settings, r: &mut Results) {
     // Each measurement is passes over the same keys: the first finds the caches as the other
     // contenders' passes left them (recorded as `cold`; no target uses it), the last as a table
     // in steady use leaves them (what the targets use).
-    let pass = |c: &dyn Fn(&[u64]) -> u64, keys: &[u64]| {
-        let t = Instant::now();
-        std::hint::black_box(keys.chunks(BATCH).map(c).sum::<u64>());
-        t.elapsed().as_nanos() as f64 / keys.len() as f64
-    };
+    let pass = |c: &dyn Fn(&[u64]) -> u64, keys: &[u64]| timed_pass(keys, BATCH, c);
     let ours_batch = |b: &[u64]| ours.read_batch(b);
     let sm_batch = |b: &[u64]| sm.read_batch(b);
     let csm_batch = |b: &[u64]| csm.read_batch(b);
@@ -466,7 +456,7 @@ fn interleaved_lookups(s: &Settings, r: &mut Results) {
     for _ in 0..lookup_rounds(s) {
         for (workload, who, c, keys) in runs {
             cold.entry((workload, who)).or_default().push(pass(c, keys));
-            for _ in 0..WARM_PASSES {
+            for _ in 0..warm_passes(keys.len()) {
                 pass(c, keys);
             }
             m.entry((workload, who)).or_default().push(pass(c, keys));
@@ -568,31 +558,37 @@ version and follows the value pointer (a replace swaps in a whole new value atom
 instructions per lookup in the loop, against 14 for `slotmap::SlotMap::get` (the loops' machine \
 code, 2026-11-26). **Which caches:** each round gives every contender and workload a cold pass \
 (the other contenders' passes have just evicted its table, and every lookup waits on memory: the \
-`interleaved, cold` rows), then {warm} untimed passes and one timed pass, which the targets use. \
-The untimed passes matter: a table read after others takes five to eight passes over its keys \
-before a pass stops getting faster (`lookup_layout` prints the curve). Earlier on 2026-11-26 the \
-targets timed the second pass, in the middle of that descent, whose depth depended on what the \
-previous contender had evicted: five full runs gave 0.88-1.96x for guard per batch (before that \
-day they timed the first pass: 1.09-1.29x). Steady, slotmap's lookup takes {sm_ns} ns in this run \
+`interleaved, cold` rows), then untimed passes adding up to {warm} lookups and one timed pass, \
+which the targets use. \
+A table read after others takes five to eight passes over 100k keys before a pass stops getting \
+faster (`lookup_layout` prints the curve; docs/design.md, Layout). Earlier on 2026-11-26 the \
+targets timed the second pass, inside that descent, and five full runs gave 0.88-1.96x for guard \
+per batch (two of them from 21 rounds); before that day they timed the first: 1.09-1.29x. Steady, slotmap's lookup takes {sm_ns} ns in this run \
 and concurrent-slotmap's pin + lookup {csm_pin_ns} ns: the issue's calibration (2.6 and 9.1 ns) is \
-a steady figure. Guard per batch vs slotmap in this run: steady {gw}, cold {gc}; \
+a steady figure. A pin is a locked instruction, a full fence, so with a pin per lookup each \
+lookup's loads finish before the next lookup starts: that row measures the latency of a lookup, \
+and it moves with how much of the table the cache holds (a throwaway probe in which two tables evict each \
+other gave 40-95 ns for ours and concurrent-slotmap alike). Guard per batch vs slotmap in this \
+run: steady {gw}, cold {gc}; \
 concurrent-slotmap, whose slots sit in one reserved virtual range (no page table), steady {cw} of \
 ours and {cs} of slotmap. Over all 100k keys, `cargo run --release -p benches --bin lookup_layout` \
-gave 1.32-1.38x under a guard and concurrent-slotmap 0.99-1.13x (seven runs, 2026-11-26). **Where \
+gave a median of 1.46x (1.33-1.72) under a guard and concurrent-slotmap 1.02x (0.99-1.13) in nine \
+runs on 2026-11-26: it reads all 100k keys, twice this report's 50k. **Where \
 that gap comes from:** the same program builds our slot layout up step by step and times each step \
 against slotmap (its figures are in docs/design.md, Layout). The doubling pages' table (add, bit \
-scan, table load, null test) is the largest step; the value pointer costs less, and a flag that \
-would let never-replaced values skip it costs more than it saves. **Why the table stays:** without \
+scan, table load, null test) is the largest step, about 0.25x; the value pointer costs nothing \
+measurable, and reading the value inline instead is no faster. **Why the table stays:** without \
 it, the slots must sit in one range that never moves, which only reserving the whole capacity as \
 virtual memory gives. But a map that releases any emptied page (`shrink_to_fit`) must then test, \
 on every lookup, that the key's page is still there, or a stale key would read released memory. \
-The same program's one-range variant with a presence bit per page measured 1.21-1.43x, no better \
-than our table (1.16-1.55x). concurrent-slotmap needs no such test because it never gives memory \
+The same program's one-range variant with a presence bit per page measured 1.29x (1.15-2.03), no \
+better than our table (1.30x, 1.19-1.79). concurrent-slotmap needs no such test because it never gives memory \
 back (`index < capacity`, the flat rows' one compare). Mapping a released range to the OS's zero \
 page, so that a stale key reads version 0, would keep both, but it changes memory under live \
 atomics outside Rust's memory model, where neither Miri nor loom can check it; the engine does not \
 do it. Trimming the engine's loop measured within the noise: without its bound test (an unsound \
-experiment) `lookup_layout` gave 1.24-1.36x in four runs.\n\
+experiment) `lookup_layout` gave 1.24-1.36x in four runs, against 1.32-1.38x with it in seven \
+runs of the same day.\n\
 - **Writers replacing** (`mixed ... writes/s`). Our `replace` keeps the key, so the new value is \
 boxed and the old one retired through a grace period: an allocation, a deferred free, and a second \
 cache miss for every later read of that key. The concurrent-slotmap adapter replaces by remove + \
@@ -629,7 +625,7 @@ waits a grace period before any slot is reused, which is what lets readers hold 
 without a per-read count.\n",
         gw = ratio("interleaved: get_hit (guard per batch of 256)", ours, SlotMapInline::NAME),
         gc = ratio("interleaved, cold: get_hit (guard per batch of 256)", ours, SlotMapInline::NAME),
-        warm = WARM_PASSES,
+        warm = WARM_LOOKUPS,
         sm_ns = fmt_ns(get(r, "interleaved: get_hit (guard per batch of 256)", SlotMapInline::NAME)),
         csm_pin_ns = fmt_ns(get(r, "interleaved: get_hit (pin per lookup)", ConcurrentSlotMap::NAME)),
         cw = ratio("interleaved: get_hit (guard per batch of 256)", ConcurrentSlotMap::NAME, ours),
@@ -941,21 +937,24 @@ fn main() {
          charts are rewritten by each run; re-run it when the engine changes). Criterion benches of the \
          single-threaded workloads (lookups, writes, iteration): `cargo bench -p benches`.\n\nMachine: {}. Multi-threaded figures are **2-thread** figures \
          (the machine has 2 vCPUs, shared and noisy: compare ratios within one run, not absolute numbers \
-         across runs). Medians of {samples} samples (after {warm} untimed passes over the table for \
-         the lookup rows, so that it is as warm as in steady use, and one untimed run for the \
-         others); the `interleaved:` rows, which the lookup and write targets use, are medians of \
-         {lookup_rounds} (lookups) and {write_rounds} (writes) rounds in which their contenders \
-         alternate (each timed lookup pass follows a cold pass and {warm} untimed passes over the \
-         same keys; the `interleaved, cold:` rows are those first passes), and the mixed \
-         workloads alternate every contender (and, for guard per 256, every reader alone) within \
-         each sample, as the one- and two-reader samples do. Value: a 64-byte rule; 100 000 live \
+         across runs). The single-threaded rows are medians of {samples} samples, after untimed \
+         passes adding up to {warm} lookups for the lookup rows and one untimed run for the \
+         others; each contender's samples are taken seconds apart from the others', and the \
+         share of the last-level cache that the machine's other tenants leave moves within \
+         that time, so compare contenders in the `interleaved:` rows, which the lookup and \
+         write targets use. Those are medians of {lookup_rounds} (lookups) and \
+         {write_rounds} (writes) rounds in which their contenders alternate (each timed lookup \
+         pass follows a cold pass and untimed passes adding up to {warm} lookups over the same \
+         keys; the `interleaved, cold:` rows are those first passes), and the mixed workloads \
+         alternate every contender (and, for guard per 256, every reader alone) within each \
+         sample, as the one- and two-reader samples do. Value: a 64-byte rule; 100 000 live \
          entries.\n",
         if quick { " -- --quick" } else { "" },
         machine(),
         samples = s.samples,
         lookup_rounds = lookup_rounds(&s),
         write_rounds = write_rounds(&s),
-        warm = WARM_PASSES
+        warm = WARM_LOOKUPS
     );
     let _ = writeln!(md, "## Targets\n");
     for t in &targets {
