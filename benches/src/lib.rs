@@ -74,9 +74,9 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// passes' worth is past that.
 pub const WARM_LOOKUPS: usize = 1_200_000;
 
-/// Untimed passes over `keys` that add up to [`WARM_LOOKUPS`].
-pub fn warm_passes(keys: usize) -> usize {
-    WARM_LOOKUPS.div_ceil(keys.max(1))
+/// Untimed passes of `pass_len` lookups each that add up to [`WARM_LOOKUPS`].
+pub fn warm_passes(pass_len: usize) -> usize {
+    WARM_LOOKUPS.div_ceil(pass_len.max(1))
 }
 
 /// Nanoseconds per lookup of one pass over `keys` in batches of `batch`.
