@@ -4,7 +4,9 @@
 //! `cargo run --release -p benches --bin lookup_layout`
 //!
 //! Every variant holds the same 100k rules in its own memory and reads them with the same
-//! shuffled keys, under one guard (or none) per batch of 256. A round gives each variant
+//! shuffled keys, under one guard (or none) per batch of 256. The probe's own variants take
+//! their keys as `u64`s and decode them as `slotmap::KeyData` does, as slotmap's and
+//! epoch-slotmap's lookups must (the report's adapters hand every contender `u64` keys). A round gives each variant
 //! untimed passes (`benches::WARM_LOOKUPS` lookups: a table the other variants' passes evicted
 //! takes that long to stop getting faster, and the program first prints slotmap's curve) and
 //! then three timed ones; the figure is the median, over the rounds, of the variant's time
@@ -96,11 +98,20 @@ fn read<const READ: u8>(slot: &Slot) -> &Rule {
     unsafe { &*slot.value.load(Ordering::Acquire) }
 }
 
+/// A key's index and version, decoded from its `u64` form as slotmap's `KeyData` does (which
+/// makes the version odd): the work a lookup in slotmap or epoch-slotmap does first.
+#[inline(always)]
+fn decode(key: u64) -> (u32, u32) {
+    let key = slotmap::KeyData::from_ffi(key).as_ffi();
+    (key as u32, (key >> 32) as u32)
+}
+
 /// One allocation of slots, found by index as a `Vec` finds them.
 #[inline(never)]
-fn flat_batch<const READ: u8>(slots: &[Slot], keys: &[(u32, u32)]) -> u64 {
+fn flat_batch<const READ: u8>(slots: &[Slot], keys: &[u64]) -> u64 {
     keys.iter()
-        .map(|&(index, version)| {
+        .map(|&key| {
+            let (index, version) = decode(key);
             let Some(slot) = slots.get(index as usize) else { return 0 };
             // Acquire, as epoch-slotmap's readers load the version (nothing stores it here).
             if slot.version.load(Ordering::Acquire) != version {
@@ -146,9 +157,10 @@ impl Paged {
 }
 
 #[inline(never)]
-fn paged_batch<const READ: u8>(table: &Paged, keys: &[(u32, u32)]) -> u64 {
+fn paged_batch<const READ: u8>(table: &Paged, keys: &[u64]) -> u64 {
     keys.iter()
-        .map(|&(index, version)| {
+        .map(|&key| {
+            let (index, version) = decode(key);
             let index = index as usize;
             if index >= table.len {
                 return 0;
@@ -192,10 +204,11 @@ impl OneRange {
 }
 
 #[inline(never)]
-fn one_range_batch<const READ: u8>(table: &OneRange, keys: &[(u32, u32)]) -> u64 {
+fn one_range_batch<const READ: u8>(table: &OneRange, keys: &[u64]) -> u64 {
     let slots = &table.slots.0[0];
     keys.iter()
-        .map(|&(index, version)| {
+        .map(|&key| {
+            let (index, version) = decode(key);
             let Some(slot) = slots.get(index as usize) else { return 0 };
             let page = ((index >> FIRST_PAGE_SHIFT) + 1).ilog2();
             // Acquire, as a reader would need to pair with the Release that publishes a page
@@ -234,7 +247,8 @@ fn main() {
     let handle = collector.register();
     let paged_inline = Paged::new(false);
     let paged_flagged = Paged::new(false);
-    let mut keys: Vec<(u32, u32)> = (0..N as u32).map(|i| (i, 1)).collect();
+    // Index `i`, version 1 (what every probe slot holds).
+    let mut keys: Vec<u64> = (0..N as u64).map(|i| (1 << 32) | i).collect();
     Rng(7).shuffle(&mut keys);
 
     // The warm-up curve of slotmap's table, cold here: every table built after it wrote its

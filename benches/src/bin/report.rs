@@ -572,23 +572,24 @@ other gave 40-95 ns for ours and concurrent-slotmap alike). Guard per batch vs s
 run: steady {gw}, cold {gc}; \
 concurrent-slotmap, whose slots sit in one reserved virtual range (no page table), steady {cw} of \
 ours and {cs} of slotmap. Over all 100k keys, `cargo run --release -p benches --bin lookup_layout` \
-gave a median of 1.46x (1.33-1.72) under a guard and concurrent-slotmap 1.02x (0.99-1.13) in nine \
+gave a median of 1.35x (1.25-1.43) under a guard and concurrent-slotmap 1.02x (0.97-1.11) in nine \
 runs on 2026-11-26: it reads all 100k keys, twice this report's 50k. **Where \
 that gap comes from:** the same program builds our slot layout up step by step and times each step \
 against slotmap (its figures are in docs/design.md, Layout). The doubling pages' table (add, bit \
-scan, table load, null test) is the largest step, about 0.25x; the value pointer costs nothing \
-measurable, and reading the value inline instead is no faster. **Why the table stays:** without \
+scan, table load, null test) is the largest step, 0.2-0.3x; the value pointer costs nothing \
+measurable, and reading the value inline instead is no faster. With every variant decoding its \
+`u64` keys as slotmap's `KeyData` does, the engine sits among the paged variants (1.27-1.39x). **Why the table stays:** without \
 it, the slots must sit in one range that never moves, which only reserving the whole capacity as \
 virtual memory gives. But a map that releases any emptied page (`shrink_to_fit`) must then test, \
 on every lookup, that the key's page is still there, or a stale key would read released memory. \
-The same program's one-range variant with a presence bit per page measured 1.29x (1.15-2.03), no \
-better than our table (1.30x, 1.19-1.79). concurrent-slotmap needs no such test because it never gives memory \
+The same program's one-range variant with a presence bit per page measured 1.29x (1.24-1.51), no \
+better than our table (1.39x, 1.20-1.48; 1.27x with its pages in one allocation). concurrent-slotmap needs no such test because it never gives memory \
 back (`index < capacity`, the flat rows' one compare). Mapping a released range to the OS's zero \
 page, so that a stale key reads version 0, would keep both, but it changes memory under live \
 atomics outside Rust's memory model, where neither Miri nor loom can check it; the engine does not \
-do it. Trimming the engine's loop measured within the noise: without its bound test (an unsound \
-experiment) `lookup_layout` gave 1.24-1.36x in four runs, against 1.32-1.38x with it in seven \
-runs of the same day.\n\
+do it. Trimming the engine's loop measured within the noise: without its bound test \
+`lookup_layout` gave 1.24-1.36x in four runs of an unsound experiment, and 1.38-1.42x in three of \
+a sound one, against 1.27-1.45x with it on the same day.\n\
 - **Writers replacing** (`mixed ... writes/s`). Our `replace` keeps the key, so the new value is \
 boxed and the old one retired through a grace period: an allocation, a deferred free, and a second \
 cache miss for every later read of that key. The concurrent-slotmap adapter replaces by remove + \
