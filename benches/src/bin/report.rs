@@ -610,14 +610,20 @@ measured in alternation, contender by contender within each sample round, the re
 included.\n\
 - **Insert + remove**. Each pins (a `lock cmpxchg` each), pops the free list, flips the version, \
 sets or clears an occupancy bit (what makes iteration skip holes) and queues the slot for its \
-grace period. The batch that recycles 128 slots walks their chain once and puts them back on the \
-free list with one CAS; each operation finds its slot's address once and passes it along \
+grace period. The batch that recycles up to 128 slots walks their chains once, the four removed \
+stacks' chains side by side, and puts them back on the free list with one CAS; each operation \
+finds its slot's address once and passes it along \
 (callgrind on a warm 1M-pair loop: 319 instructions per pair with the pin inlined, 440 before; \
 concurrent-slotmap 290 with its fill). Two of each pair's locked instructions are the occupancy \
 bit's set and clear, which the iteration target needs: with them made plain stores (an experiment \
 that breaks iteration), a probe of this report's write alternation (2026-11-26) went from \
 32.5-32.8 to 28.0-28.5 ns per pair, against concurrent-slotmap's 25.7-26.9. Batches of 32 or 64 \
-slots, and prefetching the next free slot at each pop, measured no better. concurrent-slotmap \
+slots, and prefetching the next free slot at each pop, measured no better. What did help: after \
+the alternation's remove random + insert phase the slots in circulation lie scattered, each step \
+of the removed chain is a dependent cache miss (perf put the batch runner at 21% of a pair, \
+against 12% without the random phase), and four chains walked side by side keep four misses in \
+flight: in that probe ours went from 35.2-37.0 ns per pair (1.07-1.09x concurrent-slotmap) with \
+one removed stack to 31.0-33.1 ns (0.95-0.96x) with four, six runs each (2026-11-26). concurrent-slotmap \
 keeps no occupancy summary, and its iteration at 10% costs {csm_iter} per live value what it costs \
 at 100% in this run (ours {ours_iter}; target <= 3x). Against sharded-slab's 0.5x target: \
 concurrent-slotmap, which also waits a grace period, is {csm_ss} of sharded-slab in this run. \

@@ -1,14 +1,15 @@
 //! Retirement: where removed slots and replaced values wait for their grace period.
 //!
 //! Invariants:
-//! - A removed slot goes onto the map-wide *removed stack* right after the CAS that made its
-//!   version even; a replaced value (a boxed node, or a note for a replaced inline value) goes
-//!   onto the *replaced stack* right after the swap that unlinked it. Nothing is dropped or
-//!   recycled from there directly.
-//! - A *batch* takes both stacks whole (a swap), is deferred to the domain as one function and
-//!   flushed to crossbeam's global queue at once, so no retired value ever waits in one thread's
-//!   private bag: any thread that collects (and `reclaim`) can run it. Every unlink in a batch
-//!   happened before the batch was deferred, so when it runs no reader can still see any of it.
+//! - A removed slot goes onto one of the map-wide *removed stacks* (which one: a hash of its
+//!   index) right after the CAS that made its version even; a replaced value (a
+//!   boxed node, or a note for a replaced inline value) goes onto the *replaced stack* right
+//!   after the swap that unlinked it. Nothing is dropped or recycled from there directly.
+//! - A *batch* takes all the stacks whole (a swap each), is deferred to the domain as one
+//!   function and flushed to crossbeam's global queue at once, so no retired value ever waits
+//!   in one thread's private bag: any thread that collects (and `reclaim`) can run it. Every
+//!   unlink in a batch happened before the batch was deferred, so when it runs no reader can
+//!   still see any of it.
 //! - A slot whose inline value was replaced has two drops ahead of it (the inline value's, from
 //!   its note; the current value's, from its removal) that may run in either order. The slot
 //!   is pushed on the free list by whichever finishes second (`INLINE_PENDING` /
@@ -22,6 +23,11 @@
 //!
 //! The stacks are push + take-all only, which is ABA-safe without tags: a push only needs the
 //! head it links to be the head it replaces, whatever happened in between.
+//!
+//! Why several removed stacks: in a map that has lived a while, removed slots lie scattered
+//! over its pages, and the batch runner finds each next slot of a chain in the slot before it
+//! (a dependent load, a cache miss each). Walking `REMOVED_STACKS` chains in turn keeps that
+//! many of those loads in flight at once.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -32,7 +38,35 @@ use crate::slot::{INLINE_PENDING, LINK_MASK, NIL, RECYCLE_WAITING, Retired, Slot
 use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering};
 
 /// Retirements per batch. Small under loom and Miri so models and tests cross batches.
-pub(crate) const BATCH: usize = if cfg!(any(loom, miri)) { 2 } else { 128 };
+pub(crate) const BATCH: usize = if cfg!(loom) {
+    2
+} else if cfg!(miri) {
+    4
+} else {
+    128
+};
+/// Removed stacks (see the header). One under loom, whose models then explore the same
+/// atomics as with a single stack; two under Miri, whose tests then walk two chains side by
+/// side (of up to 2 slots each).
+pub(crate) const REMOVED_STACKS: usize = if cfg!(loom) {
+    1
+} else if cfg!(miri) {
+    2
+} else {
+    4
+};
+/// A push that brings its removed stack to a multiple of this makes a batch due: the stacks
+/// share `BATCH`.
+const STACK_SHARE: usize = BATCH / REMOVED_STACKS;
+const _: () = assert!(STACK_SHARE >= 1 && BATCH.is_multiple_of(REMOVED_STACKS));
+
+/// The removed stack of slot `index`: a multiplicative hash of the index, so that removals
+/// that follow a stride (every second or fourth slot, say) still spread over the stacks.
+#[inline(always)]
+fn removed_stack_of(index: u32) -> usize {
+    let hashed = index.wrapping_mul(0x9E37_79B9);
+    ((u64::from(hashed) * REMOVED_STACKS as u64) >> 32) as usize
+}
 
 /// Counters only writers and the batch runner update; readers never touch this cache line.
 #[derive(Default)]
@@ -80,9 +114,10 @@ pub(crate) struct Shared<V> {
     pub(crate) max_slots: usize,
     pub(crate) free: CachePadded<FreeList>,
     pub(crate) counters: CachePadded<Counters>,
-    /// The removed stack: `(count << 32) | first index`, `count` = slots on it, so a remover
-    /// learns from its own push whether a batch is due (no shared counter per remove).
-    removed: CachePadded<AtomicU64>,
+    /// The removed stacks: each `(count << 32) | first index`, `count` = slots on it, so a
+    /// remover learns from its own push whether a batch is due (no shared counter per
+    /// remove). Slot `i` goes onto stack `removed_stack_of(i)` (see the header).
+    removed: CachePadded<[AtomicU64; REMOVED_STACKS]>,
     replaced: CachePadded<AtomicPtr<Retired<V>>>,
     ripe: CachePadded<AtomicPtr<Batch<V>>>,
     generation: AtomicUsize,
@@ -97,7 +132,7 @@ impl<V> Shared<V> {
             max_slots,
             free: CachePadded(FreeList::new()),
             counters: CachePadded(Counters::default()),
-            removed: CachePadded(AtomicU64::new(u64::from(NIL))),
+            removed: CachePadded(std::array::from_fn(|_| AtomicU64::new(u64::from(NIL)))),
             replaced: CachePadded(AtomicPtr::new(std::ptr::null_mut())),
             ripe: CachePadded(AtomicPtr::new(std::ptr::null_mut())),
             generation: AtomicUsize::new(0),
@@ -115,8 +150,9 @@ impl<V> Shared<V> {
     /// recycling. Returns true when a batch is due.
     #[inline(always)]
     pub(crate) fn retire_removed(&self, index: u32, slot: &Slot<V>) -> bool {
+        let removed = &self.removed[removed_stack_of(index)];
         // Relaxed: re-validated by the CAS.
-        let mut head = self.removed.load(Ordering::Relaxed);
+        let mut head = removed.load(Ordering::Relaxed);
         loop {
             let (count, first) = ((head >> 32) as usize, head as u32);
             // Relaxed: published by the Release CAS below. An RMW, because a note for this
@@ -125,10 +161,15 @@ impl<V> Shared<V> {
                 .aux
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |aux| Some((aux & !LINK_MASK) | first));
             let new = ((count as u64 + 1) << 32) | u64::from(index);
-            // Release pairs with the Acquire swap in `take_batch`.
-            match self.removed.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
-                // A batching trigger; `reclaim` does not rely on it.
-                Ok(_) => return (count + 1).is_multiple_of(BATCH),
+            // Release pairs with the Acquire swap in `take_removed`.
+            match removed.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
+                // A batching trigger; `reclaim` does not rely on it. Until a push makes a batch
+                // due, every stack holds fewer than `STACK_SHARE` slots, so at most
+                // `BATCH - REMOVED_STACKS` wait (plus pushes that race with the take); a batch
+                // holds at most `BATCH - REMOVED_STACKS + 1` removals from one trigger. When
+                // the removed indexes crowd onto one stack, batches come as often as every
+                // `STACK_SHARE` removals.
+                Ok(_) => return (count + 1).is_multiple_of(STACK_SHARE),
                 Err(actual) => head = actual,
             }
         }
@@ -190,7 +231,7 @@ impl<V> Shared<V> {
         // Acquire pairs with the Release CASes of the pushes: links and nodes are visible.
         let slots = self.take_removed();
         let nodes = self.replaced.swap(std::ptr::null_mut(), Ordering::Acquire);
-        if slots == NIL && nodes.is_null() {
+        if slots == [NIL; REMOVED_STACKS] && nodes.is_null() {
             // AcqRel: see `register_batch`.
             self.in_flight[parity].fetch_sub(1, Ordering::AcqRel);
             return;
@@ -251,8 +292,13 @@ impl<V> Shared<V> {
     /// # Safety
     /// No reader may still see any value or slot of the batch (a grace period passed since
     /// the batch was taken, or the map is exclusively borrowed), and the chains come from one
-    /// `take_batch` swap, run once.
-    pub(crate) unsafe fn run_batch(&self, slots: u32, nodes: *mut Retired<V>, parity: usize) {
+    /// `take_batch` (its swaps), run once.
+    pub(crate) unsafe fn run_batch(
+        &self,
+        slots: [u32; REMOVED_STACKS],
+        nodes: *mut Retired<V>,
+        parity: usize,
+    ) {
         // Every value is dropped and counted before any slot of the batch goes back to the
         // free list: in this order `pending` never counts a value twice because its slot was
         // already reused. Pass 1: the replaced values (boxed nodes and inline notes).
@@ -274,46 +320,60 @@ impl<V> Shared<V> {
             replaced += 1;
             node = retired.next;
         }
-        // Pass 2, the removed slots, in one walk of their chain (each step a dependent load,
-        // so walking it once matters): drop the value; a slot whose drops have all run joins
-        // a local chain that goes onto the free list in one CAS at the end; a slot whose
-        // inline value's note has not run yet (the slot was replaced, then removed, and the
-        // note sits in this batch, a later one, or one running now) waits for the handshake
-        // after pass 3.
+        // Pass 2, the removed slots, in one walk of their chains (each step a dependent load,
+        // so walking them once matters), one step of each chain in turn so that the loads of
+        // different chains overlap (see the header): drop the value; a slot whose drops have
+        // all run joins a local chain that goes onto the free list in one CAS at the end; a
+        // slot whose inline value's note has not run yet (the slot was replaced, then removed,
+        // and the note sits in this batch, a later one, or one running now) waits for the
+        // handshake after pass 3.
         let mut removed = 0;
         let mut retired_slots = 0;
         let mut chain = Chain { first: NIL, last: NIL };
         let mut waiting = Vec::new();
-        let mut index = slots;
-        while index != NIL {
-            let slot = self.slot(index);
-            // Acquire pairs with the AcqRel `fetch_and` of the note's runner: a clear
-            // INLINE_PENDING means the inline value's drop happened before. Only a
-            // `replace`/`update` that saw the key live sets the bit, while still pinned, and
-            // the grace period since the slot died waited for that pin (or the map is
-            // borrowed mutably): a clear bit stays clear, and nobody else writes `aux` now.
-            // The link bits came with the chain (the Acquire swap that took it, then the
-            // ripe stack's Release/Acquire pair); only we rewrite them, below.
-            let aux = slot.aux.load(Ordering::Acquire);
-            let next = aux & LINK_MASK;
-            // SAFETY: removed before this batch was taken; nobody can see its value now.
-            unsafe { self.drop_current_in_place(slot) };
-            removed += 1;
-            if aux & INLINE_PENDING != 0 {
-                waiting.push(index);
-            // Relaxed: this thread (or one it synchronised with) made the version even.
-            } else if slot.version.load(Ordering::Relaxed) == 0 {
-                retired_slots += 1;
-            } else {
-                // Relaxed: published by the Release CAS of `push_chain`. Clears the flag
-                // bits, as `FreeList::push` does.
-                slot.aux.store(chain.first, Ordering::Relaxed);
-                if chain.last == NIL {
-                    chain.last = index;
+        let mut heads = slots;
+        // A round takes one step of every chain not yet ended. (Ending on a flag: testing
+        // `heads != [NIL; REMOVED_STACKS]` instead made a probe's insert + remove pairs about
+        // 8% slower, 2026-11-26.)
+        loop {
+            let mut any = false;
+            for index in &mut heads {
+                if *index == NIL {
+                    continue;
                 }
-                chain.first = index;
+                any = true;
+                let slot = self.slot(*index);
+                // Acquire pairs with the AcqRel `fetch_and` of the note's runner: a clear
+                // INLINE_PENDING means the inline value's drop happened before. Only a
+                // `replace`/`update` that saw the key live sets the bit, while still pinned, and
+                // the grace period since the slot died waited for that pin (or the map is
+                // borrowed mutably): a clear bit stays clear, and nobody else writes `aux` now.
+                // The link bits came with the chain (the Acquire swap that took it, then the
+                // ripe stack's Release/Acquire pair); only we rewrite them, below.
+                let aux = slot.aux.load(Ordering::Acquire);
+                let next = aux & LINK_MASK;
+                // SAFETY: removed before this batch was taken; nobody can see its value now.
+                unsafe { self.drop_current_in_place(slot) };
+                removed += 1;
+                if aux & INLINE_PENDING != 0 {
+                    waiting.push(*index);
+                // Relaxed: this thread (or one it synchronised with) made the version even.
+                } else if slot.version.load(Ordering::Relaxed) == 0 {
+                    retired_slots += 1;
+                } else {
+                    // Relaxed: published by the Release CAS of `push_chain`. Clears the flag
+                    // bits, as `FreeList::push` does.
+                    slot.aux.store(chain.first, Ordering::Relaxed);
+                    if chain.last == NIL {
+                        chain.last = *index;
+                    }
+                    chain.first = *index;
+                }
+                *index = next;
             }
-            index = next;
+            if !any {
+                break;
+            }
         }
         // Relaxed: statistics; `reclaim` synchronises through `in_flight` below. Updated
         // before any slot of the batch can be reused, so `pending` never counts a value twice.
@@ -464,26 +524,32 @@ impl<V> Shared<V> {
         unsafe { self.run_batch(slots, nodes, parity) };
     }
 
-    /// Takes the whole removed stack and returns its first index (`NIL` if empty), counting
-    /// its slots as retired.
-    fn take_removed(&self) -> u32 {
-        // Acquire pairs with the Release CASes of the pushes: links are visible.
-        let head = self.removed.swap(u64::from(NIL), Ordering::Acquire);
+    /// Takes the removed stacks whole and returns their first indexes (`NIL` for an empty
+    /// one), counting their slots as retired.
+    fn take_removed(&self) -> [u32; REMOVED_STACKS] {
+        let mut total = 0;
+        let heads = std::array::from_fn(|stack| {
+            // Acquire pairs with the Release CASes of the pushes: links are visible.
+            let head = self.removed[stack].swap(u64::from(NIL), Ordering::Acquire);
+            total += (head >> 32) as usize;
+            head as u32
+        });
         // Relaxed: a statistic (see `pending`).
-        self.counters.removes_retired.fetch_add((head >> 32) as usize, Ordering::Relaxed);
-        head as u32
+        self.counters.removes_retired.fetch_add(total, Ordering::Relaxed);
+        heads
     }
 
-    /// Removed slots on the removed stack or in a batch not run yet (a statistic).
+    /// Removed slots on the removed stacks or in a batch not run yet (a statistic).
     pub(crate) fn removing(&self) -> usize {
         let c = &self.counters;
         // Relaxed: statistics, read one after another: a take running between these loads
         // can make the result briefly low (its count left the stack but is not yet added
         // to `removes_retired`) or high (counted on both). Nothing relies on it being exact
         // under concurrency; at quiescence it is.
-        let on_stack = (self.removed.load(Ordering::Relaxed) >> 32) as usize;
+        let on_stacks: usize =
+            self.removed.iter().map(|stack| (stack.load(Ordering::Relaxed) >> 32) as usize).sum();
         let done = c.removes_done.load(Ordering::Relaxed);
-        (c.removes_retired.load(Ordering::Relaxed) + on_stack).saturating_sub(done)
+        (c.removes_retired.load(Ordering::Relaxed) + on_stacks).saturating_sub(done)
     }
 
     /// Advances the generation and returns the parity `reclaim` must wait to drain.
@@ -513,7 +579,7 @@ impl<V> Shared<V> {
 
 /// A batch taken off the retire stacks, waiting for (then past) its grace period.
 struct Batch<V> {
-    slots: u32,
+    slots: [u32; REMOVED_STACKS],
     nodes: *mut Retired<V>,
     parity: usize,
     next: *mut Batch<V>,

@@ -19,7 +19,7 @@ use crate::sync::{AtomicPtr, AtomicU32, Cell, Ordering};
 /// The version of a slot that was never used (the first key of a slot has version 3). 0 is
 /// kept for retired slots.
 pub(crate) const FRESH_VERSION: u32 = 2;
-/// End of a chain of slot links (free list, removed stack). Indexes stay below it.
+/// End of a chain of slot links (free list, removed stacks). Indexes stay below it.
 pub(crate) const NIL: u32 = 0x3FFF_FFFF;
 /// The link bits of `Slot::aux`.
 pub(crate) const LINK_MASK: u32 = 0x3FFF_FFFF;
@@ -35,7 +35,7 @@ pub(crate) const RECYCLE_WAITING: u32 = 1 << 30;
 pub(crate) struct Slot<V> {
     /// Odd = occupied. See the module invariant.
     pub(crate) version: AtomicU32,
-    /// Low 30 bits: link to the next slot in the free list or in the removed stack.
+    /// Low 30 bits: link to the next slot in the free list or in a removed stack.
     /// High 2 bits: `INLINE_PENDING`, `RECYCLE_WAITING`.
     pub(crate) aux: AtomicU32,
     /// Where the live value is: the inline storage, a boxed replacement, or null when none.
