@@ -516,6 +516,10 @@ impl ArcSwapSnapshot {
 /// Contenders whose `iter_sum` is not a real iteration.
 pub const ITER_UNSUPPORTED: &[&str] = &[ShardedSlab::NAME];
 
+/// Contenders whose memory a counting global allocator cannot see: concurrent-slotmap keeps
+/// its slots in a virtual-memory reservation made outside the allocator.
+pub const MEMORY_UNCOUNTED: &[&str] = &[ConcurrentSlotMap::NAME];
+
 // -- workload helpers ---------------------------------------------------------------------
 
 /// Deterministic shuffling (xorshift), no external RNG.
