@@ -211,40 +211,51 @@ fn memory<C: Contender>(r: &mut Results) {
     drop(c);
 }
 
-/// One sample of a mixed workload: (reads/s, writes/s if there is a writer).
-type MixedSampler = Box<dyn FnMut() -> (f64, Option<f64>)>;
+/// One sample of a mixed workload: reads/s and writes/s with the writer running, then (when
+/// the rig measures it) reads/s of the same reader alone on the same table.
+type MixedSampler = Box<dyn FnMut() -> MixedSample>;
 
-/// A filled contender and its shared key table, ready to give samples of reader (and, with
-/// `with_writer`, writer) throughput with one writer replacing at full speed; without the
-/// writer, the same reader alone: the baseline for "reader with writer".
+struct MixedSample {
+    reads: f64,
+    writes: f64,
+    reads_alone: Option<f64>,
+}
+
+/// A filled contender and its shared key table, ready to give samples of reader and writer
+/// throughput with one writer replacing at full speed, and (with `alone`) of the same reader
+/// right after on the same table with no writer: the baseline for "reader with writer". The
+/// same table, so that the comparison holds the table's state (a key-keeping `replace` leaves
+/// its values boxed) and its memory placement fixed and varies only the writer.
 fn mixed_rig<C: Contender + Send + Sync + 'static>(
     s: &Settings,
     batch: bool,
-    with_writer: bool,
+    alone: bool,
 ) -> (&'static str, MixedSampler) {
     let (c, keys) = filled::<C>(N);
     let set = KeySet::new(&keys);
     let window = s.window;
     let sample = move || {
-        let reader: Worker<'_> = Box::new(|stop| {
-            let mut rng = Rng(99);
-            let mut n = 0u64;
-            let mut buf = [0u64; BATCH];
-            while !stop.load(Ordering::Relaxed) {
-                for b in buf.iter_mut() {
-                    *b = set.get((rng.next_u64() % N as u64) as usize);
-                }
-                if batch {
-                    std::hint::black_box(c.read_batch(&buf));
-                } else {
-                    for &k in &buf {
-                        std::hint::black_box(c.read(k));
+        let reader = || -> Worker<'_> {
+            Box::new(|stop| {
+                let mut rng = Rng(99);
+                let mut n = 0u64;
+                let mut buf = [0u64; BATCH];
+                while !stop.load(Ordering::Relaxed) {
+                    for b in buf.iter_mut() {
+                        *b = set.get((rng.next_u64() % N as u64) as usize);
                     }
+                    if batch {
+                        std::hint::black_box(c.read_batch(&buf));
+                    } else {
+                        for &k in &buf {
+                            std::hint::black_box(c.read(k));
+                        }
+                    }
+                    n += BATCH as u64;
                 }
-                n += BATCH as u64;
-            }
-            n
-        });
+                n
+            })
+        };
         let writer: Worker<'_> = Box::new(|stop| {
             let mut rng = Rng(77);
             let mut n = 0u64;
@@ -261,29 +272,28 @@ fn mixed_rig<C: Contender + Send + Sync + 'static>(
             }
             n
         });
-        let workers = if with_writer { vec![reader, writer] } else { vec![reader] };
-        let rates = run_window(window, workers);
-        (rates[0], rates.get(1).copied())
+        let rates = run_window(window, vec![reader(), writer]);
+        let reads_alone = alone.then(|| run_window(window, vec![reader()])[0]);
+        MixedSample { reads: rates[0], writes: rates[1], reads_alone }
     };
     (C::NAME, Box::new(sample))
 }
 
 /// A mixed workload for every contender, measured in alternation sample by sample (as
-/// `interleaved_lookups` does), so that the machine's slow swings hit all of them alike. Rigs
-/// without a writer (their sampler returns no writes) record their reads as the reader alone,
-/// in the same alternation: the reader-with-writer-vs-alone ratio is a target.
+/// `interleaved_lookups` does), so that the machine's slow swings hit all of them alike; a rig
+/// that measures its reader alone does so right after its own sample with the writer (the
+/// reader-with-writer-vs-alone ratio is a target).
 fn mixed(s: &Settings, r: &mut Results, label: &str, mut rigs: Vec<(&'static str, MixedSampler)>) {
     let mut reads: BTreeMap<(&'static str, &'static str), Vec<f64>> = BTreeMap::new();
     let mut writes: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     for _ in 0..s.samples {
         for (who, sample) in rigs.iter_mut() {
-            let (rd, wr) = sample();
-            let reads_label =
-                if wr.is_some() { "reads/s (1 reader + 1 writer)" } else { "reads/s (reader alone)" };
-            reads.entry((reads_label, *who)).or_default().push(rd);
-            if let Some(wr) = wr {
-                writes.entry(*who).or_default().push(wr);
+            let MixedSample { reads: rd, writes: wr, reads_alone } = sample();
+            reads.entry(("reads/s (1 reader + 1 writer)", *who)).or_default().push(rd);
+            if let Some(alone) = reads_alone {
+                reads.entry(("reads/s (reader alone)", *who)).or_default().push(alone);
             }
+            writes.entry(*who).or_default().push(wr);
         }
     }
     for ((reads_label, who), v) in reads {
@@ -392,7 +402,7 @@ fn get_hit<C: Contender>(s: &Settings, r: &mut Results, who: &'static str, c: &C
 }
 
 /// Rounds of `interleaved_lookups`: a round is, for each of seven (workload, contender) pairs,
-/// two passes over 50k keys and `WARM_LOOKUPS` untimed lookups, about 50 ms, so many rounds
+/// two passes over 50k keys and `WARM_LOOKUPS` untimed lookups, about 40 ms, so many rounds
 /// are cheap, and their median shrugs off the bursts of a shared machine that a few rounds
 /// cannot.
 fn lookup_rounds(s: &Settings) -> usize {
@@ -542,14 +552,13 @@ fn misses(r: &Results) -> String {
         };
     let with = "mixed guard per 256: reads/s (1 reader + 1 writer)";
     let alone = "mixed guard per 256: reads/s (reader alone)";
-    // Every contender's reader with the writer vs alone; ours with remove + insert against
-    // ours alone (the reader loops are the same).
+    // Every contender's reader with the writer vs alone on the same table.
     let mut across: Vec<String> = r
         .get(with)
         .into_iter()
         .flatten()
         .filter_map(|(who, (v, _))| {
-            let alone = get(r, alone, if *who == ri { ours } else { who })?;
+            let alone = get(r, alone, who)?;
             Some(format!("{who} {:.2}x", v / alone))
         })
         .collect();
@@ -601,16 +610,17 @@ replace, pin per lookup: {w1}; reader: {r1}. The `like-for-like` target lines ho
 same targets; the lines without the prefix stay the verdict on the key-keeping `replace`. Keeping \
 the key with the new value inline as well would take a second inline value per slot: 64 more bytes \
 per slot, which the memory target (slotmap + 16) rules out.\n\
-- **Reader with a writer vs alone** (same reader loop, random keys from the shared key table). \
-This run: {a1}. The writer stores a key in the shared table only when it changed: adapters that \
-replace by remove + insert (concurrent-slotmap, sharded-slab, the remove + insert row of ours) \
-store one per write, which invalidates a line the reader reads, and hand the reader keys that may \
-already be dead, which resolve without touching a value. Ours keeps keys on replace, so every read \
-finds a live value, and a replaced value is boxed: a second miss per read, against one for the \
-reader alone on a freshly filled map. The lock-based tables' readers hold the read lock for a \
-whole batch of 256, so their writer's stores land between batches. All mixed workloads are \
-measured in alternation, contender by contender within each sample round, the readers alone \
-included.\n\
+- **Reader with a writer vs alone** (same reader loop, random keys from the shared key table; \
+the reader alone runs right after each sample with the writer, on the same table, so only the \
+writer differs). This run: {a1}. The writer stores a key in the shared table only when it \
+changed: adapters that replace by remove + insert (concurrent-slotmap, sharded-slab, the remove + \
+insert row of ours) store one per write, which invalidates a line the reader reads, and hand the \
+reader keys that may already be dead, which resolve without touching a value. Ours keeps keys on \
+replace, so every read finds a live value, and a replaced value is boxed: a second miss per read, \
+with the writer and alone alike (which is why ours' reader alone reads slower than the remove + \
+insert row's). The lock-based tables' readers hold the read lock for a whole batch of 256, so \
+their writer's stores land between batches. All mixed workloads are measured in alternation, \
+contender by contender within each sample round.\n\
 - **Insert + remove**. Each pins (a `lock cmpxchg` each), pops the free list, flips the version, \
 sets or clears an occupancy bit (what makes iteration skip holes) and queues the slot for its \
 grace period. The batch that recycles up to 128 slots walks their chains once, the four removed \
@@ -724,17 +734,19 @@ fn targets(r: &Results) -> Vec<Target> {
     // The same reader loop (random keys drawn from the shared key table) alone.
     let alone = "mixed guard per 256: reads/s (reader alone)";
     let mixed_targets = [
-        ("mixed (pin/lookup) reader vs concurrent-slotmap", mr, csm, mr, 1.0),
-        ("mixed (pin/lookup) writer vs concurrent-slotmap", mw, csm, mw, 1.0),
-        ("mixed (pin/lookup) reader vs std RwLock<SlotMap>", mr, StdRwLockSlotMap::NAME, mr, 2.5),
-        ("mixed (guard/256) reader vs sharded-slab", br, ShardedSlab::NAME, br, 5.0),
-        ("mixed (guard/256) writer vs concurrent-slotmap", bw, csm, bw, 1.0),
-        ("reader with writer vs without (guard/256)", br, ours, alone, 0.8),
+        ("mixed (pin/lookup) reader vs concurrent-slotmap", mr, Some(csm), mr, 1.0),
+        ("mixed (pin/lookup) writer vs concurrent-slotmap", mw, Some(csm), mw, 1.0),
+        ("mixed (pin/lookup) reader vs std RwLock<SlotMap>", mr, Some(StdRwLockSlotMap::NAME), mr, 2.5),
+        ("mixed (guard/256) reader vs sharded-slab", br, Some(ShardedSlab::NAME), br, 5.0),
+        ("mixed (guard/256) writer vs concurrent-slotmap", bw, Some(csm), bw, 1.0),
+        // `None` for the contender: compared with itself.
+        ("reader with writer vs without (guard/256)", br, None, alone, 0.8),
     ];
     for (prefix, who) in
         [("", ours), ("like-for-like, ours replacing by remove + insert: ", OursRemoveInsert::NAME)]
     {
         for (text, workload, rhs, rhs_workload, factor) in mixed_targets {
+            let rhs = rhs.unwrap_or(who);
             check(format!("{prefix}{text}"), get(r, workload, who), get(r, rhs_workload, rhs), factor, false);
         }
     }
@@ -886,18 +898,13 @@ fn main() {
         ConcurrentSlotMap
     );
     // The mixed workloads, every contender in alternation; ours with replace as remove +
-    // insert too (with a writer only: its reader alone is ours alone).
+    // insert too. With a guard per 256, every rig also measures its reader alone.
     macro_rules! rigs {
-        ($batch:expr, $writer:expr; $($c:ty),*) => { vec![$( mixed_rig::<$c>(&s, $batch, $writer) ),*] }
+        ($batch:expr; $($c:ty),*) => { vec![$( mixed_rig::<$c>(&s, $batch, $batch) ),*] }
     }
     for (label, batch) in [("pin per lookup", false), ("guard per 256", true)] {
-        let mut rigs = rigs!(batch, true; Ours, StdRwLockSlotMap, ParkingLotSlotMap, ShardedSlab,
-            DashMap, Papaya, SccHashIndex, ConcurrentSlotMap, OursRemoveInsert);
-        if batch {
-            // Every reader alone too, in the same alternation (its loop is the same).
-            rigs.extend(rigs!(batch, false; Ours, StdRwLockSlotMap, ParkingLotSlotMap, ShardedSlab,
-                DashMap, Papaya, SccHashIndex, ConcurrentSlotMap));
-        }
+        let rigs = rigs!(batch; Ours, StdRwLockSlotMap, ParkingLotSlotMap, ShardedSlab, DashMap,
+            Papaya, SccHashIndex, ConcurrentSlotMap, OursRemoveInsert);
         mixed(&s, &mut r, label, rigs);
     }
     // Ours after shrink_to_fit.
@@ -961,10 +968,11 @@ fn main() {
          {write_rounds} (writes) rounds in which their contenders alternate (each timed lookup \
          pass follows a cold pass and untimed passes adding up to {warm} lookups over the same \
          keys; the `interleaved, cold:` rows are those first passes), and the mixed workloads \
-         alternate every contender (and, for guard per 256, every reader alone) within each \
-         sample, as the one- and two-reader samples do. Value: a 64-byte rule; 100 000 live \
-         entries. Memory is what a counting global allocator sees, measured for each contender \
-         before any other workload runs; concurrent-slotmap has no memory rows, because its \
+         alternate every contender within each sample round, as the one- and two-reader \
+         samples do (with a guard per 256, each sample with the writer is followed by the \
+         same reader alone on the same table). Value: a 64-byte rule; 100 000 live entries. \
+         Memory is what a counting global allocator sees, measured for each contender before \
+         any other workload runs; concurrent-slotmap has no memory rows, because its \
          slots live in a virtual-memory reservation made outside the allocator.\n",
         if quick { " -- --quick" } else { "" },
         machine(),
