@@ -588,7 +588,9 @@ gave a median of 1.35x (1.25-1.43) under a guard and concurrent-slotmap 1.02x (0
 runs on 2026-11-26: it reads all 100k keys, twice this report's 50k. **Where \
 that gap comes from:** the same program builds our slot layout up step by step and times each step \
 against slotmap (its figures are in docs/design.md, Layout). The doubling pages' table (add, bit \
-scan, table load, null test) is the largest step, 0.2-0.3x; the value pointer costs nothing \
+scan, table load, null test) is the largest step, 0.2-0.3x, and within it the page number's \
+few instructions, not the table load (a flat array that only computes the number pays the same; \
+`lzcnt` or an `f64` exponent instead of the bit scan is no cheaper); the value pointer costs nothing \
 measurable, and reading the value inline instead is no faster. With every variant decoding its \
 `u64` keys as slotmap's `KeyData` does, the engine sits among the paged variants (1.27-1.39x). **Why the table stays:** without \
 it, the slots must sit in one range that never moves, which only reserving the whole capacity as \
