@@ -733,7 +733,8 @@ fn targets(r: &Results) -> Vec<Target> {
     let mw = "mixed pin per lookup: writes/s (1 reader + 1 writer)";
     let br = "mixed guard per 256: reads/s (1 reader + 1 writer)";
     let bw = "mixed guard per 256: writes/s (1 reader + 1 writer)";
-    // The same reader loop (random keys drawn from the shared key table) alone.
+    // The same reader loop (random keys drawn from the shared key table) alone, on the same
+    // table, right after each sample with the writer.
     let alone = "mixed guard per 256: reads/s (reader alone)";
     let mixed_targets = [
         ("mixed (pin/lookup) reader vs concurrent-slotmap", mr, Some(csm), mr, 1.0),
