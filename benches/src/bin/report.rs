@@ -222,14 +222,13 @@ struct MixedSample {
 }
 
 /// A filled contender and its shared key table, ready to give samples of reader and writer
-/// throughput with one writer replacing at full speed, and (with `alone`) of the same reader
+/// throughput with one writer replacing at full speed, and (with `batch`) of the same reader
 /// right after on the same table with no writer: the baseline for "reader with writer". The
 /// same table, so that the comparison holds the table's state (a key-keeping `replace` leaves
 /// its values boxed) and its memory placement fixed and varies only the writer.
 fn mixed_rig<C: Contender + Send + Sync + 'static>(
     s: &Settings,
     batch: bool,
-    alone: bool,
 ) -> (&'static str, MixedSampler) {
     let (c, keys) = filled::<C>(N);
     let set = KeySet::new(&keys);
@@ -273,7 +272,7 @@ fn mixed_rig<C: Contender + Send + Sync + 'static>(
             n
         });
         let rates = run_window(window, vec![reader(), writer]);
-        let reads_alone = alone.then(|| run_window(window, vec![reader()])[0]);
+        let reads_alone = batch.then(|| run_window(window, vec![reader()])[0]);
         MixedSample { reads: rates[0], writes: rates[1], reads_alone }
     };
     (C::NAME, Box::new(sample))
@@ -903,7 +902,7 @@ fn main() {
     // The mixed workloads, every contender in alternation; ours with replace as remove +
     // insert too. With a guard per 256, every rig also measures its reader alone.
     macro_rules! rigs {
-        ($batch:expr; $($c:ty),*) => { vec![$( mixed_rig::<$c>(&s, $batch, $batch) ),*] }
+        ($batch:expr; $($c:ty),*) => { vec![$( mixed_rig::<$c>(&s, $batch) ),*] }
     }
     for (label, batch) in [("pin per lookup", false), ("guard per 256", true)] {
         let rigs = rigs!(batch; Ours, StdRwLockSlotMap, ParkingLotSlotMap, ShardedSlab, DashMap,
