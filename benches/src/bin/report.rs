@@ -650,7 +650,12 @@ against slotmap (its figures are in docs/design.md, Layout). The doubling pages'
 scan, table load, null test) is the largest step, 0.2-0.3x, and within it the page number's \
 few instructions, not the table load (a flat array that only computes the number pays the same; \
 `lzcnt` or an `f64` exponent instead of the bit scan is no cheaper); the value pointer costs nothing \
-measurable, and reading the value inline instead is no faster. With every variant decoding its \
+measurable while the machine is steady, and reading the value inline instead is no faster. In the \
+machine's slow phases it does cost: in five `lookup_layout` runs of 2026-11-26, reading inline was \
+0.04-1.02x of slotmap's time cheaper than through the pointer, but the sound form of that (inline \
+unless a flag on the version's line says the value moved out, a predicted branch) was dearer than \
+the pointer in four of the five, and a full run in such a phase gave the guard lookup 1.47x (nine \
+others that day: 1.22-1.26x). With every variant decoding its \
 `u64` keys as slotmap's `KeyData` does, the engine sits among the paged variants (1.27-1.39x). **Why the table stays:** without \
 it, the slots must sit in one range that never moves, which only reserving the whole capacity as \
 virtual memory gives. But a map that releases any emptied page (`shrink_to_fit`) must then test, \
@@ -682,20 +687,25 @@ with the writer and alone alike (which is why ours' reader alone reads slower th
 insert row's). The lock-based tables' readers hold the read lock for a whole batch of 256, so \
 their writer's stores land between batches. All mixed workloads are measured in alternation, \
 contender by contender within each sample round.\n\
-- **Mixed readers near their thresholds.** Two like-for-like lines pass in most runs but not \
-all: in seven full runs of 2026-11-26, the guard/256 reader vs sharded-slab read 4.84-9.01x (one \
-run below 5), and the remove + insert row's reader with the writer vs alone 0.74-1.17x (one run \
-below 0.8). The two readers differ in kind: ours takes no locked instruction within a batch, so \
-its lookups' cache misses overlap, while each sharded-slab lookup takes and drops a reference \
+- **Mixed readers near their thresholds.** Three like-for-like lines pass in most runs but not \
+all: in ten full runs of 2026-11-26, the guard/256 reader vs sharded-slab read 4.84-9.01x, the \
+remove + insert row's reader with the writer vs alone 0.74-1.17x, and the pin-per-lookup reader \
+vs std's `RwLock` 2.20-5.46x, each below its threshold in one run. *Guard/256 reader vs \
+sharded-slab:* the two readers differ in kind. Ours takes no locked instruction within a batch, \
+so its lookups' cache misses overlap, while each sharded-slab lookup takes and drops a reference \
 with two locked read-modify-writes, which make its misses wait one for another. This run, each \
 reader alone on its table: ours (remove + insert row) {ri_alone_ns} ns per read, sharded-slab \
 {ss_alone_ns} ns; a probe whose lookup only sums its keys put the harness's own share (the random \
 reads of the key table) at 2.5 ns per read in three runs. One reader is bound by how many misses \
 the memory system overlaps and the other by how long one takes, and the machine's other tenants \
-move the two differently, so their ratio moves from run to run. With the writer, the remove + \
-insert writer stores a new key into the shared table at each write, which invalidates a line the \
-reader reads; that ratio moved from run to run (0.74-1.17x), while ours with the key-keeping \
-`replace`, whose writer stores no key, stayed at 0.93-1.04x in the same seven runs.\n\
+move the two differently, so their ratio moves from run to run. *With the writer vs alone:* the \
+remove + insert writer stores a new key into the shared table at each write, which invalidates \
+a line the reader reads, and that ratio moved from run to run, while ours with the key-keeping \
+`replace`, whose writer stores no key, stayed at 0.93-1.14x in the same ten runs. *Pin reader vs \
+`RwLock`:* this run, ours (remove + insert row) read {ri_pin_reads}/s and the `RwLock` reader \
+{rw_pin_reads}/s; in three of those runs ours held 24.0-25.1 M/s while the `RwLock` \
+reader read 6.3-11.4 M/s: that ratio follows the `RwLock` reader, which takes the lock for each \
+lookup while the writer takes it for each write.\n\
 - **Insert + remove**. Each pins (a `lock cmpxchg` each), pops the free list, flips the version, \
 sets or clears an occupancy bit (what makes iteration skip holes) and queues the slot for its \
 grace period. The batch that recycles up to 128 slots walks their chains once, the four removed \
@@ -736,6 +746,8 @@ without a per-read count.\n",
         a1 = across.join(", "),
         ri_alone_ns = ns_per_read(r, alone, ri),
         ss_alone_ns = ns_per_read(r, alone, ShardedSlab::NAME),
+        ri_pin_reads = reads_per_second(r, ri),
+        rw_pin_reads = reads_per_second(r, StdRwLockSlotMap::NAME),
         csm_iter = iter_ratio(ConcurrentSlotMap::NAME),
         ours_iter = iter_ratio(ours),
     )
@@ -870,6 +882,12 @@ fn table(r: &Results) -> String {
 /// Nanoseconds per read of a reads/s row, as `fmt_ns` writes them.
 fn ns_per_read(r: &Results, workload: &str, who: &str) -> String {
     fmt_ns(get(r, workload, who).map(|per_second| 1e9 / per_second))
+}
+
+/// Reads per second of a contender's pin-per-lookup reader with the writer, as the tables
+/// write them.
+fn reads_per_second(r: &Results, who: &str) -> String {
+    get(r, "mixed pin per lookup: reads/s (1 reader + 1 writer)", who).map_or_else(|| "n/a".into(), fmt_num)
 }
 
 /// A time in ns with one decimal, or `n/a` when the workload did not run.
