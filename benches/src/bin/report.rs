@@ -611,6 +611,7 @@ fn misses(r: &Results) -> String {
     };
     let with = "mixed guard per 256: reads/s (1 reader + 1 writer)";
     let alone = "mixed guard per 256: reads/s (reader alone)";
+    let pin_reads = "mixed pin per lookup: reads/s (1 reader + 1 writer)";
     // Every contender's reader with the writer vs alone on the same table.
     let mut across: Vec<String> = r
         .get(with)
@@ -742,12 +743,12 @@ without a per-read count.\n",
         csm_ss =
             ratio("interleaved: insert + remove (100k live)", ConcurrentSlotMap::NAME, ShardedSlab::NAME),
         w1 = ratio("mixed pin per lookup: writes/s (1 reader + 1 writer)", ri, ours),
-        r1 = ratio("mixed pin per lookup: reads/s (1 reader + 1 writer)", ri, ours),
+        r1 = ratio(pin_reads, ri, ours),
         a1 = across.join(", "),
         ri_alone_ns = ns_per_read(r, alone, ri),
         ss_alone_ns = ns_per_read(r, alone, ShardedSlab::NAME),
-        ri_pin_reads = reads_per_second(r, ri),
-        rw_pin_reads = reads_per_second(r, StdRwLockSlotMap::NAME),
+        ri_pin_reads = reads_per_second(r, pin_reads, ri),
+        rw_pin_reads = reads_per_second(r, pin_reads, StdRwLockSlotMap::NAME),
         csm_iter = iter_ratio(ConcurrentSlotMap::NAME),
         ours_iter = iter_ratio(ours),
     )
@@ -884,10 +885,9 @@ fn ns_per_read(r: &Results, workload: &str, who: &str) -> String {
     fmt_ns(get(r, workload, who).map(|per_second| 1e9 / per_second))
 }
 
-/// Reads per second of a contender's pin-per-lookup reader with the writer, as the tables
-/// write them.
-fn reads_per_second(r: &Results, who: &str) -> String {
-    get(r, "mixed pin per lookup: reads/s (1 reader + 1 writer)", who).map_or_else(|| "n/a".into(), fmt_num)
+/// Reads per second of a reads/s row, as the tables write them.
+fn reads_per_second(r: &Results, workload: &str, who: &str) -> String {
+    get(r, workload, who).map_or_else(|| "n/a".into(), fmt_num)
 }
 
 /// A time in ns with one decimal, or `n/a` when the workload did not run.
