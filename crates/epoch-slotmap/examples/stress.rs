@@ -3,17 +3,22 @@
 //! `cargo run --release -p epoch-slotmap --example stress -- --seconds 20 [--threads N] [--ops N]`
 //!
 //! N threads (default: cores x 2) run random insert / get / remove / replace / update /
-//! retain / iter / take / shrink_to_fit on one map. Values record the key they were inserted under and a
-//! generation stamp. Checked continuously: a key never returns a value inserted under another
-//! key; a value is never seen after `take` returned it; at the end, every value was dropped
-//! exactly once (a drop ledger), `len()` equals the ledger's live count, and `reclaim()`
-//! brings `pending` to 0. Prints ops/s and the checks; exits non-zero on any violation.
+//! retain / iter / take / shrink_to_fit on one map. Values record the key they were inserted
+//! under and a generation stamp. Prints one line per second (operations per second, `len`,
+//! `pending`, `capacity`). Checked continuously: a key never returns a value inserted under
+//! another key; a value is never seen after `take` returned it; after every operation, the
+//! map's capacity stays within the documented memory bound (docs/design.md, "The memory
+//! bound": 4 (L + P + T) + FIRST_PAGE, with L + P at most the values created and not yet
+//! dropped, whose peak every thread tracks); every second completes at least 1% of the first
+//! second's operations. At the end: every value was dropped exactly once (a drop ledger),
+//! `len()` equals the ledger's live count, and `reclaim()` brings `pending` to 0. Exits
+//! non-zero on any violation.
 #![allow(clippy::print_stdout)]
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use epoch_slotmap::{DefaultKey, Key, KeyData, SlotMap};
 
@@ -23,6 +28,40 @@ struct Ledger {
     dropped: AtomicUsize,
     double_drops: AtomicUsize,
     violations: AtomicUsize,
+    /// The peak of `created - dropped` seen by any thread (values live or pending, plus
+    /// replaced values pending, which hold no slot: an over-estimate of the slots in use).
+    peak_outstanding: AtomicUsize,
+    /// The highest capacity seen, and the bound it was checked against then.
+    peak_capacity: AtomicUsize,
+}
+
+/// Slots in the first page (the map's smallest growth step).
+const FIRST_PAGE: usize = 32;
+
+/// The documented memory bound for `outstanding` values (live + pending) and `threads`
+/// threads: 4 (L + P + T) + FIRST_PAGE. Each thread's one operation in flight, not yet
+/// counted in the peak, adds a value at most: 2T in all.
+fn capacity_bound(outstanding: usize, threads: usize) -> usize {
+    4 * (outstanding + 2 * threads) + FIRST_PAGE
+}
+
+impl Ledger {
+    /// Records the current outstanding count into the peak, then checks `capacity`.
+    fn check_capacity(&self, capacity: usize, threads: usize) {
+        let outstanding =
+            self.created.load(Ordering::SeqCst).saturating_sub(self.dropped.load(Ordering::SeqCst));
+        let peak = self.peak_outstanding.fetch_max(outstanding, Ordering::Relaxed).max(outstanding);
+        self.peak_capacity.fetch_max(capacity, Ordering::Relaxed);
+        if capacity > capacity_bound(peak, threads) {
+            violation(
+                self,
+                &format!(
+                    "capacity {capacity} above the bound {} for a peak of {peak} values and {threads} threads",
+                    capacity_bound(peak, threads)
+                ),
+            );
+        }
+    }
 }
 
 struct Value {
@@ -184,6 +223,7 @@ fn main() -> ExitCode {
                             mine.retain(|&k| map.contains_key(k));
                         }
                         local += 1;
+                        ledger.check_capacity(map.capacity(), threads);
                     }
                     if ops.fetch_add(64, Ordering::Relaxed) + 64 >= max_ops
                         || start.elapsed().as_secs_f64() >= seconds
@@ -193,6 +233,36 @@ fn main() -> ExitCode {
                 }
                 mine.len()
             });
+        }
+        // The progress line, once a second; a second that completes fewer than 1% of the
+        // first second's operations is a violation (the map has stopped making progress).
+        let (mut last_ops, mut first_second, mut second) = (0u64, None, 1u32);
+        while !stop.load(Ordering::Relaxed) {
+            let due = start + Duration::from_secs(u64::from(second));
+            while !stop.load(Ordering::Relaxed) && Instant::now() < due {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let now_ops = ops.load(Ordering::Relaxed);
+            let done = now_ops - last_ops;
+            last_ops = now_ops;
+            let stats = map.stats();
+            println!(
+                "t={second:>3}s ops/s={done:>10} len={:>7} pending={:>7} capacity={:>9}",
+                stats.len, stats.pending, stats.capacity
+            );
+            let first = *first_second.get_or_insert(done);
+            if done * 100 < first {
+                violation(
+                    &ledger,
+                    &format!(
+                        "second {second} completed {done} operations, under 1% of the first second's {first}"
+                    ),
+                );
+            }
+            second += 1;
         }
     });
     let elapsed = start.elapsed().as_secs_f64();
@@ -211,8 +281,18 @@ fn main() -> ExitCode {
         total_ops as f64 / elapsed,
         ledger.created.load(Ordering::Relaxed)
     );
+    println!(
+        "  peak capacity {} slots; peak values live or pending {}; bound at that peak {}",
+        ledger.peak_capacity.load(Ordering::Relaxed),
+        ledger.peak_outstanding.load(Ordering::Relaxed),
+        capacity_bound(ledger.peak_outstanding.load(Ordering::Relaxed), threads)
+    );
     let checks = [
-        ("no key returned another key's value, no value seen after drop or take", violations == 0),
+        (
+            "no key returned another key's value, no value seen after drop or take, capacity within \
+             its bound after every operation, no second under 1% of the first",
+            violations == 0,
+        ),
         ("len() == ledger live count after reclaim (quiescent)", len_after_ok),
         ("pending == 0 after reclaim()", pending_ok),
         ("every value dropped exactly once (map dropped)", all_dropped && double == 0),

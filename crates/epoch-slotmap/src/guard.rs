@@ -7,6 +7,7 @@
 //! the thread.
 
 use std::fmt;
+use std::iter::FusedIterator;
 
 use slotmap::Key;
 
@@ -134,6 +135,55 @@ impl<'m, K: Key, V> Guard<'m, K, V> {
     }
 }
 
+impl<'m, K: Key, V> Guard<'m, K, V> {
+    /// Iterates over the keys of live entries in index order (weakly consistent, as
+    /// [`iter`](Self::iter)).
+    ///
+    /// ```
+    /// use epoch_slotmap::SlotMap;
+    ///
+    /// let map = SlotMap::new();
+    /// let k = map.insert("a");
+    /// let guard = map.pin();
+    /// assert_eq!(guard.keys().collect::<Vec<_>>(), [k]);
+    /// ```
+    pub fn keys(&self) -> Keys<'_, K, V> {
+        Keys(self.iter())
+    }
+
+    /// Iterates over the live values in index order (weakly consistent, as
+    /// [`iter`](Self::iter)).
+    ///
+    /// ```
+    /// use epoch_slotmap::SlotMap;
+    ///
+    /// let map = SlotMap::new();
+    /// map.insert(2);
+    /// map.insert(3);
+    /// assert_eq!(map.pin().values().sum::<i32>(), 5);
+    /// ```
+    pub fn values(&self) -> Values<'_, K, V> {
+        Values(self.iter())
+    }
+}
+
+impl<'g, K: Key, V> IntoIterator for &'g Guard<'_, K, V> {
+    type Item = (K, &'g V);
+    type IntoIter = Iter<'g, K, V>;
+
+    /// ```
+    /// let map = epoch_slotmap::SlotMap::new();
+    /// map.insert(1);
+    /// let guard = map.pin();
+    /// for (_, v) in &guard {
+    ///     assert_eq!(*v, 1);
+    /// }
+    /// ```
+    fn into_iter(self) -> Iter<'g, K, V> {
+        self.iter()
+    }
+}
+
 impl<K: Key, V> fmt::Debug for Guard<'_, K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guard").finish_non_exhaustive()
@@ -141,6 +191,11 @@ impl<K: Key, V> fmt::Debug for Guard<'_, K, V> {
 }
 
 /// Iterator over a guard's live entries; see [`Guard::iter`].
+///
+/// `Clone` (a clone goes on from the position of the original) and
+/// `FusedIterator`; not `ExactSizeIterator`, because other threads may insert and remove while
+/// it runs, so no count is exact (take one under `&mut` with
+/// [`SlotMap::iter_mut`](crate::SlotMap::iter_mut)).
 ///
 /// ```
 /// use epoch_slotmap::SlotMap;
@@ -238,8 +293,82 @@ impl<K: Key, V> Iter<'_, K, V> {
     }
 }
 
+impl<K: Key, V> Clone for Iter<'_, K, V> {
+    fn clone(&self) -> Self {
+        Self { ..*self }
+    }
+}
+
+impl<K: Key, V> FusedIterator for Iter<'_, K, V> {}
+
 impl<K: Key, V> fmt::Debug for Iter<'_, K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Iter").field("pages_left", &self.pages_left).field("word", &self.word).finish()
+    }
+}
+
+/// Iterator over a guard's live keys; see [`Guard::keys`].
+///
+/// ```
+/// let map = epoch_slotmap::SlotMap::new();
+/// map.insert(1);
+/// let guard = map.pin();
+/// let keys: epoch_slotmap::Keys<'_, _, i32> = guard.keys();
+/// assert_eq!(keys.count(), 1);
+/// ```
+pub struct Keys<'g, K: Key, V>(Iter<'g, K, V>);
+
+impl<K: Key, V> Iterator for Keys<'_, K, V> {
+    type Item = K;
+
+    fn next(&mut self) -> Option<K> {
+        self.0.next().map(|(k, _)| k)
+    }
+}
+
+impl<K: Key, V> Clone for Keys<'_, K, V> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<K: Key, V> FusedIterator for Keys<'_, K, V> {}
+
+impl<K: Key, V> fmt::Debug for Keys<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Keys").field(&self.0).finish()
+    }
+}
+
+/// Iterator over a guard's live values; see [`Guard::values`].
+///
+/// ```
+/// let map = epoch_slotmap::SlotMap::new();
+/// map.insert(1);
+/// let guard = map.pin();
+/// let values: epoch_slotmap::Values<'_, _, i32> = guard.values();
+/// assert_eq!(values.copied().sum::<i32>(), 1);
+/// ```
+pub struct Values<'g, K: Key, V>(Iter<'g, K, V>);
+
+impl<'g, K: Key, V> Iterator for Values<'g, K, V> {
+    type Item = &'g V;
+
+    fn next(&mut self) -> Option<&'g V> {
+        self.0.next().map(|(_, v)| v)
+    }
+}
+
+impl<K: Key, V> Clone for Values<'_, K, V> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<K: Key, V> FusedIterator for Values<'_, K, V> {}
+
+impl<K: Key, V> fmt::Debug for Values<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Values").field(&self.0).finish()
     }
 }

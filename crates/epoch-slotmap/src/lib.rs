@@ -32,11 +32,13 @@
 //!
 //! - `remove`, `retain` and `clear` unlink a value at once; it is dropped after every guard
 //!   that existed at that moment is gone. Retirements are batched ([`SlotMap::stats`]'s
-//!   `pending` counts those waiting): with no guard held, `pending` stays below 1024 during
-//!   steady churn without anyone calling `reclaim`.
+//!   `pending` counts those waiting): with no guard held, `pending` stays below 1024 per
+//!   writing thread during steady churn without anyone calling `reclaim`.
 //! - `replace` and `update` keep the key; the old value is dropped the same way.
 //! - [`SlotMap::reclaim`] returns once everything removed or replaced before the call has
-//!   been dropped; [`SlotMap::take`] hands the value back once no guard can see it.
+//!   been dropped; [`SlotMap::take`] hands the value back once no guard can see it. Both wait
+//!   for guards other threads hold: [`SlotMap::reclaim_timeout`] and
+//!   [`SlotMap::take_timeout`] bound the wait, and debug builds warn when a wait is stuck.
 //! - Dropping the map drops every value before `drop` returns (unless a `Guard` was leaked
 //!   with `mem::forget`: what it could see is then leaked, never freed under it).
 //!
@@ -50,6 +52,10 @@
 //! in pages that double in size (32, 64, 128, ...) and never move, so references stay valid
 //! while the map grows.
 //!
+//! Capacity stays within `4 (L + P + T) + 32` slots (L, P: the peaks of live and pending
+//! values, T: threads in the map at once; docs/design.md), whatever the interleaving: an
+//! insert installs a page only after a look at every thread's free slots found none.
+//!
 //! A map that grew and then shrank can give its memory back: after `reclaim`,
 //! [`SlotMap::shrink_to_fit`] releases every page whose slots are all vacant (not the first),
 //! concurrently with readers and writers. Keys into a released page stay dead forever: each
@@ -61,7 +67,7 @@
 //!
 //! | | keys | reads | writes | removed values freed | memory after shrinking |
 //! |---|---|---|---|---|---|
-//! | **epoch-slotmap** | generational | lock-free, inline value, no RMW | lock-free, `&self` | after a grace period; `reclaim()` says when | pages released, keys stay stale |
+//! | **epoch-slotmap** | generational | lock-free, inline value, no RMW | lock-free, `&self`, per-thread free lists | after a grace period; `reclaim()` says when | pages released, keys stay stale |
 //! | `slotmap::SlotMap` | generational | `&self`, single thread | `&mut self` | at once (exclusive) | never shrinks |
 //! | `sharded-slab` | index + generation | lock-free, guard per item (RMW) | lock-free | when the last guard goes | pages freed only on drop |
 //! | `concurrent-slotmap` | generational | lock-free (Hyaline) | lock-free | after reclamation, not observable | never shrinks |
@@ -99,23 +105,31 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+mod clone;
+mod config;
 mod domain;
 mod free_list;
 #[cfg(feature = "metrics")]
 mod gauges;
 mod growth;
 mod guard;
+mod iter;
 mod map;
 mod page;
 mod retire;
+mod shard;
+mod shared;
 mod slot;
 #[cfg(feature = "serde")]
 mod snapshot;
 mod sync;
+mod wait;
 
-pub use guard::{Guard, Iter};
-pub use map::{InsertError, IntoIter, SlotMap, Stats};
+pub use guard::{Guard, Iter, Keys, Values};
+pub use iter::{Drain, IntoIter, IterMut, ValuesMut};
+pub use map::{InsertError, ReserveError, SlotMap, Stats};
 pub use slotmap::{DefaultKey, Key, KeyData, new_key_type};
+pub use wait::TakeError;
 
 /// The examples of `docs/reclamation.md`, run as doctests so the guide stays true.
 #[cfg(doctest)]

@@ -1,7 +1,8 @@
 //! `SlotMap`: the public face of the engine.
 //!
 //! Invariant: every operation is one of the version protocol's transitions (slot.rs), made
-//! through the page table (page.rs), the free list (free_list.rs) and retirement (retire.rs);
+//! through the page table (page.rs), the shards' free lists (shared.rs, shard.rs) and
+//! retirement (retire.rs);
 //! readers go through a [`Guard`]. Methods taking `&mut self` may skip grace periods: an
 //! exclusive borrow means no guard exists.
 
@@ -11,21 +12,16 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use slotmap::{DefaultKey, Key, KeyData};
 
-use crate::domain::Domain;
-use crate::growth::Grow;
+use crate::config::{HELP_ROUNDS, PENDING_HIGH_WATER};
+use crate::domain::{Domain, DomainGuard};
 use crate::guard::Guard;
+use crate::iter::{Drain, IterMut, ValuesMut};
 use crate::page::{MAX_SLOTS, locate};
-use crate::retire::{Shared, SharedBox};
+use crate::shard::Shard;
+use crate::shared::{Shared, SharedBox};
 use crate::slot::{FRESH_VERSION, Retired, Slot};
 use crate::sync::{Ordering, yield_now};
-
-/// Above this many pending values, writers help reclaim (see `run_batches`): six batches of
-/// 128. A constant, not six times `BATCH`: under loom and Miri batches are 2 retirements, and a
-/// high-water mark of 12 there would send every writer into its help rounds (yields and
-/// collects) all the time: the shrink stress test under Miri had not finished after 10 minutes.
-const PENDING_HIGH_WATER: usize = 768;
-/// How many rounds of help a writer gives at most per batch.
-const HELP_ROUNDS: usize = 64;
+use crate::wait::Patience;
 
 /// Index and version of a key.
 #[inline(always)]
@@ -110,6 +106,26 @@ impl<V> fmt::Display for InsertError<V> {
 
 impl<V> std::error::Error for InsertError<V> {}
 
+/// The error of [`SlotMap::try_reserve`]: the map's limit leaves too little room.
+///
+/// ```
+/// let map = epoch_slotmap::SlotMap::<_, u8>::with_max_capacity(10);
+/// let err = map.try_reserve(11).unwrap_err();
+/// assert_eq!(err.to_string(), "cannot make room for 11 more values within the map's slot limit");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReserveError {
+    additional: usize,
+}
+
+impl fmt::Display for ReserveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot make room for {} more values within the map's slot limit", self.additional)
+    }
+}
+
+impl std::error::Error for ReserveError {}
+
 /// A concurrent generational slot map with lock-free reads and epoch-based reclamation.
 ///
 /// Values live inline in slots; a key is `(index, version)`. Removing a value kills its key
@@ -134,7 +150,7 @@ impl<V> std::error::Error for InsertError<V> {}
 /// ```
 pub struct SlotMap<K: Key, V> {
     pub(crate) shared: SharedBox<V>,
-    domain: Domain,
+    pub(crate) domain: Domain,
     _key: PhantomData<fn(K) -> K>,
 }
 
@@ -144,7 +160,7 @@ pub struct SlotMap<K: Key, V> {
 unsafe impl<K: Key, V: Send> Send for SlotMap<K, V> {}
 // SAFETY: `&SlotMap` lets other threads read values by reference (`V: Sync`) and insert,
 // remove or drop them on other threads (`V: Send`). All shared state is atomics, slots
-// handed over through the version protocol, or the domain (domain.rs invariants).
+// handed over through the version protocol, or the domain (domain/ invariants).
 unsafe impl<K: Key, V: Send + Sync> Sync for SlotMap<K, V> {}
 
 impl<V> SlotMap<DefaultKey, V> {
@@ -167,6 +183,23 @@ impl<V> SlotMap<DefaultKey, V> {
     pub fn with_capacity(capacity: usize) -> Self {
         Self::with_capacity_and_key(capacity)
     }
+
+    /// An empty map that never holds more than `max` slots: once live values (and slots
+    /// retired for good) fill them, [`try_insert`](SlotMap::try_insert) hands the value back.
+    /// An insert that finds only slots waiting for their grace period waits for them (see
+    /// `try_insert`). Without a limit, the map holds up to about 2^30 slots.
+    ///
+    /// ```
+    /// use epoch_slotmap::SlotMap;
+    ///
+    /// let acl = SlotMap::with_max_capacity(2);
+    /// acl.insert(1);
+    /// acl.insert(2);
+    /// assert!(acl.try_insert(3).is_err());
+    /// ```
+    pub fn with_max_capacity(max: usize) -> Self {
+        Self::with_max_capacity_and_key(max)
+    }
 }
 
 impl<K: Key, V> Default for SlotMap<K, V> {
@@ -176,24 +209,39 @@ impl<K: Key, V> Default for SlotMap<K, V> {
 }
 
 impl<K: Key, V> SlotMap<K, V> {
-    pub(crate) fn build(capacity: usize, max_slots: usize, first_version: u32) -> Self {
+    pub(crate) fn build(capacity: usize, max_slots: usize, first_version: u32, domain: Domain) -> Self {
         let map = Self {
             shared: SharedBox::new(Shared::new(
                 max_slots.min(MAX_SLOTS),
                 (first_version & !1).max(FRESH_VERSION),
             )),
-            domain: Domain::new(),
+            domain,
             _key: PhantomData,
         };
         let capacity = capacity.min(map.shared.max_slots);
         if capacity > 0 {
+            let shard = map.own_shard();
             let (last_page, _) = locate(capacity - 1);
-            // Highest page first, so the lowest slots end up on top of the free list.
-            for page in (0..=last_page).rev() {
-                map.shared.install_page(page, false);
+            for page in 0..=last_page {
+                map.shared.install_page(page, false, shard);
             }
         }
         map
+    }
+
+    /// Pins this thread and returns its shard (made on the thread's first call).
+    #[inline(always)]
+    fn pin_shard(&self) -> (DomainGuard, &Shard<V>) {
+        let (guard, shard) = self.domain.pin_with_shard(|| self.shared.new_shard().cast());
+        // SAFETY: this map's domain hands out only pointers that `make` returned, and `make`
+        // is always `Shared::new_shard` of this map (the domain belongs to the map): a shard
+        // of ours, which lives as long as `self.shared`, which `&self` borrows.
+        (guard, unsafe { &*shard.cast::<Shard<V>>() })
+    }
+
+    /// This thread's shard.
+    pub(crate) fn own_shard(&self) -> &Shard<V> {
+        self.pin_shard().1
     }
 
     /// An empty map with a custom key type (see [`new_key_type!`](crate::new_key_type)).
@@ -205,7 +253,7 @@ impl<K: Key, V> SlotMap<K, V> {
     /// assert_eq!(routes.get_cloned(id), Some("/healthz"));
     /// ```
     pub fn with_key() -> Self {
-        Self::build(0, MAX_SLOTS, 0)
+        Self::build(0, MAX_SLOTS, 0, Domain::new())
     }
 
     /// An empty map with a custom key type and room for `capacity` values up front.
@@ -216,23 +264,20 @@ impl<K: Key, V> SlotMap<K, V> {
     /// assert!(routes.capacity() >= 64);
     /// ```
     pub fn with_capacity_and_key(capacity: usize) -> Self {
-        Self::build(capacity, MAX_SLOTS, 0)
+        Self::build(capacity, MAX_SLOTS, 0, Domain::new())
     }
 
-    /// An empty map that never holds more than `max` slots: once they are all in use,
-    /// [`try_insert`](Self::try_insert) hands the value back. (Without a limit, the map holds
-    /// up to about 2^30 slots.)
+    /// An empty map with a custom key type that never holds more than `max` slots (see
+    /// [`SlotMap::with_max_capacity`]).
     ///
     /// ```
-    /// use epoch_slotmap::{DefaultKey, SlotMap};
-    ///
-    /// let acl = SlotMap::<DefaultKey, u32>::with_max_capacity(2);
-    /// acl.insert(1);
-    /// acl.insert(2);
-    /// assert!(acl.try_insert(3).is_err());
+    /// epoch_slotmap::new_key_type! { struct FlagId; }
+    /// let flags = epoch_slotmap::SlotMap::<FlagId, bool>::with_max_capacity_and_key(1);
+    /// flags.insert(true);
+    /// assert!(flags.try_insert(false).is_err());
     /// ```
-    pub fn with_max_capacity(max: usize) -> Self {
-        Self::build(0, max, 0)
+    pub fn with_max_capacity_and_key(max: usize) -> Self {
+        Self::build(0, max, 0, Domain::new())
     }
 
     /// Loom support: a map on the minimal grace-period reclaimer instead of crossbeam-epoch,
@@ -241,74 +286,67 @@ impl<K: Key, V> SlotMap<K, V> {
     #[cfg(loom)]
     #[doc(hidden)]
     pub fn with_grace_reclaimer() -> Self {
-        let mut map = Self::build(0, MAX_SLOTS, 0);
-        map.domain = Domain::new_grace();
-        map
+        Self::build(0, MAX_SLOTS, 0, Domain::new_grace())
+    }
+
+    /// Loom support: `with_grace_reclaimer` with a slot limit.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn with_grace_reclaimer_and_max_capacity(max: usize) -> Self {
+        Self::build(0, max, 0, Domain::new_grace())
     }
 
     /// Loom support: `with_grace_reclaimer` with fresh slots starting at version `first`.
     #[cfg(loom)]
     #[doc(hidden)]
     pub fn with_grace_reclaimer_and_first_version(first: u32) -> Self {
-        let mut map = Self::build(0, MAX_SLOTS, first);
-        map.domain = Domain::new_grace();
-        map
+        Self::build(0, MAX_SLOTS, first, Domain::new_grace())
     }
 
     /// Test support: a map whose fresh slots start at version `first` (rounded down to
     /// even, at least 2), to reach the version limit quickly. Not part of the stable API.
     #[doc(hidden)]
     pub fn with_first_version(first: u32) -> Self {
-        Self::build(0, MAX_SLOTS, first)
+        Self::build(0, MAX_SLOTS, first, Domain::new())
     }
 
-    /// A vacant slot this caller now owns exclusively: its index and the slot.
+    /// A vacant slot this caller now owns exclusively: its index, the slot, and the caller's
+    /// shard. `None` when the map is at its limit and no slot is vacant now.
     #[inline(always)]
-    fn alloc_slot(&self) -> Option<(u32, &Slot<V>)> {
-        {
-            // Pinned: the pop reads a slot whose page `shrink_to_fit` may release.
-            let _pin = self.domain.pin();
-            if let Some(popped) = self.shared.free.pop(&self.shared.pages) {
-                return Some(popped);
-            }
+    fn alloc_slot(&self) -> Option<(u32, &Slot<V>, &Shard<V>)> {
+        let (pin, shard) = self.pin_shard();
+        // Pinned: a pop reads a slot whose page `shrink_to_fit` may release.
+        if let Some((index, slot)) = shard.free.pop(&self.shared.pages) {
+            return Some((index, slot, shard));
         }
-        self.alloc_slot_by_growing()
+        let (index, slot) = self.shared.alloc_slow(&self.domain, shard, pin)?;
+        Some((index, slot, shard))
     }
 
-    /// `alloc_slot` once the free list was found empty: install a page, or pop again after
-    /// losing the race to install one.
-    #[inline(never)]
-    fn alloc_slot_by_growing(&self) -> Option<(u32, &Slot<V>)> {
-        loop {
-            match self.shared.grow() {
-                Grow::Installed(index) => return Some((index, self.shared.slot(index))),
-                // Another thread installed that page: its slots are on the free list (or
-                // about to be, or already taken); pop again.
-                Grow::Lost => {}
-                Grow::Full => return None,
-            }
-            // Pinned: as in `alloc_slot`.
-            let _pin = self.domain.pin();
-            if let Some(popped) = self.shared.free.pop(&self.shared.pages) {
-                return Some(popped);
-            }
-        }
-    }
-
-    /// `alloc_slot`, and when the map is at its limit, one non-blocking attempt to recycle
-    /// what is pending.
+    /// `alloc_slot`, and at the map's limit, a wait for the slots still in their grace period.
     #[inline(always)]
-    fn alloc_slot_or_collect(&self) -> Option<(u32, &Slot<V>)> {
-        // No shortcut on `pending() == 0`: that statistic can read low while a batch is
-        // being taken, and a map at its limit must not report "full" with slots in flight.
-        self.alloc_slot().or_else(|| self.alloc_slot_after_collecting())
+    fn alloc_slot_or_wait(&self) -> Option<(u32, &Slot<V>, &Shard<V>)> {
+        self.alloc_slot().or_else(|| self.alloc_slot_at_limit())
     }
 
-    /// The map is at its limit: recycle what is pending, then try once more.
+    /// The map is at its limit with no vacant slot: wait until everything removed before now
+    /// has been recycled (the grace period of every guard other threads hold now), then look
+    /// again. Without waiting when this thread holds a guard (it would wait for itself): then
+    /// only what no guard can see is recycled.
     #[cold]
     #[inline(never)]
-    fn alloc_slot_after_collecting(&self) -> Option<(u32, &Slot<V>)> {
-        self.try_reclaim();
+    fn alloc_slot_at_limit(&self) -> Option<(u32, &Slot<V>, &Shard<V>)> {
+        // Mutant for the loom suite: report the map full without waiting.
+        if cfg!(epoch_slotmap_mutant = "limit_without_wait") {
+            return None;
+        }
+        if self.domain.is_pinned_here() {
+            self.try_reclaim();
+        } else {
+            let _serial = self.shared.reclaim_lock.lock();
+            let mut patience = Patience::new(self, "an insert at the map's limit", None);
+            self.shared.reclaim_wait(&self.domain, || self.collect(), || patience.keep_waiting());
+        }
         self.alloc_slot()
     }
 
@@ -334,6 +372,13 @@ impl<K: Key, V> SlotMap<K, V> {
 
     /// Inserts a value, or gives it back in an [`InsertError`] if the map is full.
     ///
+    /// A map with a limit ([`with_max_capacity`](SlotMap::with_max_capacity)) is full only when
+    /// live values and slots retired for good fill it. When the only free slots are still in
+    /// their grace period (removed, with a guard that may see them), `try_insert` waits for
+    /// them, as [`reclaim`](Self::reclaim) does, and so blocks while another thread holds such a
+    /// guard. It fails without waiting, because waiting cannot help, when the calling thread
+    /// holds a guard of this map itself: then only what no guard can see is recycled first.
+    ///
     /// ```
     /// use epoch_slotmap::{DefaultKey, SlotMap};
     ///
@@ -342,15 +387,15 @@ impl<K: Key, V> SlotMap<K, V> {
     /// assert_eq!(map.try_insert('b').unwrap_err().into_inner(), 'b');
     /// ```
     pub fn try_insert(&self, value: V) -> Result<K, InsertError<V>> {
-        let Some((index, slot)) = self.alloc_slot_or_collect() else {
+        let Some((index, slot, shard)) = self.alloc_slot_or_wait() else {
             return Err(InsertError(value));
         };
-        Ok(self.publish(index, slot, |_| value))
+        Ok(self.publish(index, slot, shard, |_| value))
     }
 
     /// Inserts the value `f` makes from its own key.
     ///
-    /// If `f` panics, the slot goes back to the free list and the map is unchanged.
+    /// If `f` panics, the slot goes back to this thread's free list and the map is unchanged.
     ///
     /// # Panics
     /// If the map is full, like [`insert`](Self::insert).
@@ -363,23 +408,148 @@ impl<K: Key, V> SlotMap<K, V> {
     /// assert_eq!(map.get_cloned(k), Some(format!("rule {k:?}")));
     /// ```
     pub fn insert_with_key(&self, f: impl FnOnce(K) -> V) -> K {
-        let Some((index, slot)) = self.alloc_slot_or_collect() else {
+        let Some((index, slot, shard)) = self.alloc_slot_or_wait() else {
             panic!("epoch_slotmap::SlotMap::insert_with_key: the map is full");
         };
-        self.publish(index, slot, f)
+        self.publish(index, slot, shard, f)
+    }
+
+    /// Inserts the value `f` makes from its own key, unless `f` fails: then its error is
+    /// returned, the slot goes back and the key never comes alive.
+    ///
+    /// # Panics
+    /// If the map is full, like [`insert`](Self::insert).
+    ///
+    /// ```
+    /// use epoch_slotmap::{DefaultKey, SlotMap};
+    ///
+    /// let map = SlotMap::new();
+    /// let k = map.try_insert_with_key::<_, ()>(|k: DefaultKey| Ok((k, 20))).unwrap();
+    /// assert_eq!(map.get_cloned(k), Some((k, 20)));
+    /// assert_eq!(map.try_insert_with_key(|_| Err::<(DefaultKey, i32), _>("no")), Err("no"));
+    /// assert_eq!(map.len(), 1);
+    /// ```
+    pub fn try_insert_with_key<F, E>(&self, f: F) -> Result<K, E>
+    where
+        F: FnOnce(K) -> Result<V, E>,
+    {
+        let Some((index, slot, shard)) = self.alloc_slot_or_wait() else {
+            panic!("epoch_slotmap::SlotMap::try_insert_with_key: the map is full");
+        };
+        self.try_publish(index, slot, shard, f)
+    }
+
+    /// Makes room for `additional` more values without allocating: installs pages until at
+    /// least that many slots are vacant (`stats().vacant`), onto this thread's free lists.
+    /// Under concurrent writes the room may be taken by other threads' inserts.
+    ///
+    /// # Panics
+    /// If the map's limit leaves too little room ([`try_reserve`](Self::try_reserve) returns
+    /// the error instead).
+    ///
+    /// ```
+    /// let map = epoch_slotmap::SlotMap::new();
+    /// map.insert("foo");
+    /// map.reserve(32);
+    /// assert!(map.capacity() >= 33);
+    /// ```
+    pub fn reserve(&self, additional: usize) {
+        if let Err(e) = self.try_reserve(additional) {
+            panic!("epoch_slotmap::SlotMap::reserve: {e}");
+        }
+    }
+
+    /// [`reserve`](Self::reserve), or a [`ReserveError`] if the map's limit leaves too little
+    /// room (the pages that fit are installed).
+    ///
+    /// ```
+    /// use epoch_slotmap::SlotMap;
+    ///
+    /// let map = SlotMap::<_, u64>::with_max_capacity(100);
+    /// assert!(map.try_reserve(50).is_ok());
+    /// assert!(map.capacity() >= 50);
+    /// assert!(map.try_reserve(101).is_err());
+    /// ```
+    pub fn try_reserve(&self, additional: usize) -> Result<(), ReserveError> {
+        let shard = self.own_shard();
+        loop {
+            if self.stats().vacant >= additional {
+                return Ok(());
+            }
+            if !self.shared.install_next_page(shard) {
+                return Err(ReserveError { additional });
+            }
+        }
+    }
+
+    /// Applies `f` to the value of `key`, if it is live: a one-shot read that pins for the
+    /// caller (no guard to hold). For several lookups, [`pin`](Self::pin) once and use the
+    /// guard.
+    ///
+    /// ```
+    /// let map = epoch_slotmap::SlotMap::new();
+    /// let k = map.insert(String::from("route"));
+    /// assert_eq!(map.get_with(k, |v| v.len()), Some(5));
+    /// ```
+    #[inline]
+    pub fn get_with<R>(&self, key: K, f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.pin().get(key).map(f)
+    }
+
+    /// Mutable references to the values of `N` keys at once, if every key is live and no
+    /// two are the same; `None` otherwise. No pin: `&mut` excludes readers.
+    ///
+    /// ```
+    /// let mut map = epoch_slotmap::SlotMap::new();
+    /// let a = map.insert("butter");
+    /// let b = map.insert("apples");
+    /// assert!(map.get_disjoint_mut([a, a]).is_none());
+    /// let [x, y] = map.get_disjoint_mut([a, b]).unwrap();
+    /// std::mem::swap(x, y);
+    /// assert_eq!(map.get_cloned(a), Some("apples"));
+    /// ```
+    pub fn get_disjoint_mut<const N: usize>(&mut self, keys: [K; N]) -> Option<[&mut V; N]> {
+        let mut ptrs = [std::ptr::null_mut::<V>(); N];
+        for (i, key) in keys.iter().enumerate() {
+            let (index, version) = split(*key);
+            let ptr = self.shared.pages.slot(index)?.load_live(version)?.cast_mut();
+            if ptrs[..i].contains(&ptr) {
+                return None;
+            }
+            ptrs[i] = ptr;
+        }
+        // SAFETY: every key is live, `&mut self` excludes every other access, and the
+        // pointers are pairwise distinct (checked above): the references are unique.
+        Some(ptrs.map(|p| unsafe { &mut *p }))
     }
 
     /// Writes the value into `slot`, which is slot `index` and owned by the caller, and makes
     /// its key live.
     #[inline(always)]
-    fn publish(&self, index: u32, slot: &Slot<V>, f: impl FnOnce(K) -> V) -> K {
-        // Relaxed: the slot is ours (popped from the free list, or fresh).
+    fn publish(&self, index: u32, slot: &Slot<V>, shard: &Shard<V>, f: impl FnOnce(K) -> V) -> K {
+        match self.try_publish(index, slot, shard, |key| Ok::<V, std::convert::Infallible>(f(key))) {
+            Ok(key) => key,
+        }
+    }
+
+    /// `publish`, unless `f` fails: then the slot goes back (as when `f` panics) and its key
+    /// never comes alive.
+    #[inline(always)]
+    fn try_publish<E>(
+        &self,
+        index: u32,
+        slot: &Slot<V>,
+        shard: &Shard<V>,
+        f: impl FnOnce(K) -> Result<V, E>,
+    ) -> Result<K, E> {
+        // Relaxed: the slot is ours (popped from a free list, or fresh).
         let version = slot.version.load(Ordering::Relaxed).wrapping_add(1);
         let key = key_of(index, version);
 
-        /// Gives the slot back if `f` panics.
+        /// Gives the slot back if `f` panics or fails.
         struct GiveBack<'a, V> {
             shared: &'a Shared<V>,
+            shard: &'a Shard<V>,
             index: u32,
         }
         impl<V> Drop for GiveBack<'_, V> {
@@ -390,11 +560,11 @@ impl<K: Key, V> SlotMap<K, V> {
                 // Relaxed: the slot is still ours; the push below publishes the store.
                 let skipped = slot.version.load(Ordering::Relaxed).wrapping_add(2);
                 slot.version.store(skipped, Ordering::Relaxed);
-                self.shared.recycle(self.index);
+                self.shared.recycle(self.shard, self.index);
             }
         }
-        let give_back = GiveBack { shared: &self.shared, index };
-        let value = f(key);
+        let give_back = GiveBack { shared: &self.shared, shard, index };
+        let value = f(key)?;
         std::mem::forget(give_back);
 
         // SAFETY: the slot is exclusively ours (free-list invariant, or a fresh index handed
@@ -412,7 +582,7 @@ impl<K: Key, V> SlotMap<K, V> {
             Ordering::Release
         };
         slot.version.store(version, publish);
-        key
+        Ok(key)
     }
 
     /// Pins this thread and returns a [`Guard`] to read through. Lock-free; after the first
@@ -474,45 +644,48 @@ impl<K: Key, V> SlotMap<K, V> {
     /// ```
     pub fn remove(&self, key: K) -> bool {
         let (index, version) = split(key);
-        let Some(slot) = self.unlink(index, version) else {
+        let Some((slot, shard)) = self.unlink(index, version) else {
             return false;
         };
-        if self.shared.retire_removed(index, slot) {
-            self.run_batches();
+        if shard.retire_removed(index, slot) {
+            self.run_batches(shard);
         }
         true
     }
 
-    /// Takes what is retired into a batch, then (unpinned) runs the batches that are ripe.
-    fn run_batches(&self) {
-        self.shared.take_batch(&self.domain, &self.domain.pin());
+    /// Takes what this thread retired into a batch, then (unpinned) runs its batches that are
+    /// ripe.
+    pub(crate) fn run_batches(&self, shard: &Shard<V>) {
+        self.shared.take_batch(shard, &self.domain, &self.domain.pin());
         self.domain.settle();
-        self.shared.run_ripe();
+        self.shared.run_ripe(shard);
         // Back-pressure: when retirements outrun reclamation (another thread was descheduled
         // while pinned, say), help for a bounded number of rounds. Yielding lets that thread
         // run and unpin; the bound keeps this lock-free.
         for _ in 0..HELP_ROUNDS {
-            if self.shared.pending() <= PENDING_HIGH_WATER {
+            if shard.pending() <= PENDING_HIGH_WATER {
                 break;
             }
             yield_now();
-            self.collect();
+            self.domain.collect();
+            self.shared.run_ripe(shard);
         }
     }
 
-    /// Lets the epoch advance past this thread and runs what has ripened.
-    fn collect(&self) {
+    /// Lets the epoch advance past this thread and runs what has ripened, on every shard.
+    pub(crate) fn collect(&self) {
         self.domain.collect();
-        self.shared.run_ripe();
+        self.shared.run_all_ripe();
     }
 
     /// The remove transition: version `v` (odd) to `v + 1`. Exactly one caller wins, and
-    /// gets the slot, which it owns from then on (so its page stays after the pin).
+    /// gets the slot, which it owns from then on (so its page stays after the pin), and its
+    /// own shard.
     #[inline(always)]
-    fn unlink(&self, index: u32, version: u32) -> Option<&Slot<V>> {
+    pub(crate) fn unlink(&self, index: u32, version: u32) -> Option<(&Slot<V>, &Shard<V>)> {
         // Pinned: a stale key's page may be released by `shrink_to_fit`. Once the CAS below
         // succeeds the slot is ours (not vacant), so its page stays.
-        let _pin = self.domain.pin();
+        let (_pin, shard) = self.pin_shard();
         let slot = self.shared.pages.slot_by_bias(index)?;
         if version & 1 == 0 {
             return None;
@@ -528,35 +701,7 @@ impl<K: Key, V> SlotMap<K, V> {
             return None;
         }
         self.shared.pages.set_occupied(index, false);
-        Some(slot)
-    }
-
-    /// Removes the value of `key` and returns it, once no guard can see it any more: this
-    /// waits for guards other threads hold.
-    ///
-    /// If the calling thread itself holds a guard of this map, waiting would never end: then
-    /// `take` leaves the map unchanged and returns `None`. Drop your guards first.
-    ///
-    /// ```
-    /// let map = epoch_slotmap::SlotMap::new();
-    /// let k = map.insert(String::from("owned"));
-    /// assert_eq!(map.take(k), Some(String::from("owned")));
-    /// assert_eq!(map.take(k), None);
-    /// ```
-    pub fn take(&self, key: K) -> Option<V> {
-        if self.domain.is_pinned_here() {
-            return None;
-        }
-        let (index, version) = split(key);
-        self.unlink(index, version)?;
-        if !cfg!(epoch_slotmap_mutant = "take_without_wait") {
-            self.domain.synchronize();
-        }
-        // SAFETY: we won the remove transition and a grace period has passed: no reader can
-        // see the value, and no one else retires this slot.
-        let value = unsafe { self.shared.drop_current(index) };
-        self.shared.finish_drop(index);
-        value
+        Some((slot, shard))
     }
 
     /// Replaces the value of `key`, keeping the key. Readers see the old value or the new
@@ -572,7 +717,7 @@ impl<K: Key, V> SlotMap<K, V> {
     /// ```
     pub fn replace(&self, key: K, value: V) -> Result<(), V> {
         let (index, version) = split(key);
-        let guard = self.domain.pin();
+        let (guard, shard) = self.pin_shard();
         let Some(slot) = self.shared.pages.slot_by_bias(index) else {
             return Err(value);
         };
@@ -585,10 +730,10 @@ impl<K: Key, V> SlotMap<K, V> {
         // old value's pointer as published. While we are pinned after seeing the version
         // live, the slot cannot be recycled, so the old pointer belongs to this key.
         let old = slot.value.swap(node, Ordering::AcqRel);
-        let due = self.shared.retire_replaced(index, old);
+        let due = self.shared.retire_replaced(shard, index, old);
         drop(guard);
         if due {
-            self.run_batches();
+            self.run_batches(shard);
         }
         Ok(())
     }
@@ -605,7 +750,7 @@ impl<K: Key, V> SlotMap<K, V> {
     /// ```
     pub fn update(&self, key: K, mut f: impl FnMut(&V) -> V) -> bool {
         let (index, version) = split(key);
-        let guard = self.domain.pin();
+        let (guard, shard) = self.pin_shard();
         let Some(slot) = self.shared.pages.slot_by_bias(index) else {
             return false;
         };
@@ -618,10 +763,10 @@ impl<K: Key, V> SlotMap<K, V> {
             // AcqRel: as in `replace`; Acquire on failure to read the newer pointer.
             match slot.value.compare_exchange(current.cast_mut(), node, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(old) => {
-                    let due = self.shared.retire_replaced(index, old);
+                    let due = self.shared.retire_replaced(shard, index, old);
                     drop(guard);
                     if due {
-                        self.run_batches();
+                        self.run_batches(shard);
                     }
                     return true;
                 }
@@ -707,106 +852,6 @@ impl<K: Key, V> SlotMap<K, V> {
         self.shared.counters.capacity.load(Ordering::Relaxed)
     }
 
-    /// Returns once every value removed or replaced before the call has been dropped (and
-    /// its slot recycled), waiting for guards other threads hold.
-    ///
-    /// If the calling thread itself holds a guard of this map, waiting could never end:
-    /// then `reclaim` only starts the reclamation of everything retired so far (what no guard
-    /// can see is dropped) and returns without waiting.
-    ///
-    /// ```
-    /// let map = epoch_slotmap::SlotMap::new();
-    /// for i in 0..100 {
-    ///     let k = map.insert(i);
-    ///     map.remove(k);
-    /// }
-    /// map.reclaim();
-    /// assert_eq!(map.stats().pending, 0);
-    /// ```
-    pub fn reclaim(&self) {
-        if self.domain.is_pinned_here() {
-            self.run_batches();
-            self.collect();
-            return;
-        }
-        let _serial = self.shared.reclaim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.run_batches();
-        let parity = self.shared.advance_generation();
-        if cfg!(epoch_slotmap_mutant = "reclaim_without_wait") {
-            return;
-        }
-        while self.shared.in_flight(parity) != 0 {
-            self.collect();
-            if self.shared.in_flight(parity) == 0 {
-                break;
-            }
-            yield_now();
-        }
-        self.domain.drain();
-    }
-
-    /// Starts reclaiming everything retired so far and runs what no guard can see any more,
-    /// without blocking. Returns how many values are still pending.
-    ///
-    /// ```
-    /// let map = epoch_slotmap::SlotMap::new();
-    /// let k = map.insert(1);
-    /// map.remove(k);
-    /// let still_pending = map.try_reclaim();
-    /// assert!(still_pending <= 1);
-    /// ```
-    pub fn try_reclaim(&self) -> usize {
-        self.run_batches();
-        self.collect();
-        self.collect();
-        self.shared.pending()
-    }
-
-    /// Gives back the memory of every page whose slots are all vacant (the first page
-    /// stays); `stats().capacity` drops by the slots released. Runs concurrently with readers and writers; readers stay lock-free.
-    ///
-    /// Only vacant slots count: call [`reclaim`](Self::reclaim) first so that removed
-    /// values waiting for their grace period are recycled. A released page's memory is freed
-    /// through the map's reclamation domain; like `reclaim`, this waits until that has
-    /// happened, unless the calling thread holds a guard of this map (then the memory goes
-    /// once that guard and every other older one is gone). Keys into a released page stay
-    /// dead: when the page is allocated again, its versions start above every version it
-    /// handed out before.
-    ///
-    /// Inserts racing with `shrink_to_fit` find the free list empty for a moment and may
-    /// allocate a page.
-    ///
-    /// ```
-    /// let map = epoch_slotmap::SlotMap::new();
-    /// let keys: Vec<_> = (0..100_000).map(|i| map.insert(i)).collect();
-    /// for &k in &keys {
-    ///     map.remove(k);
-    /// }
-    /// map.reclaim();
-    /// let before = map.allocated_bytes();
-    /// map.shrink_to_fit();
-    /// assert!(map.allocated_bytes() < before / 1000);
-    /// assert!(keys.iter().all(|&k| !map.contains_key(k)));
-    /// let k = map.insert(7); // the map grows again as needed
-    /// assert_eq!(map.get_cloned(k), Some(7));
-    /// ```
-    pub fn shrink_to_fit(&self) {
-        {
-            let _serial = self.shared.reclaim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            self.shared.release_vacant_pages(&self.domain);
-        }
-        if self.domain.is_pinned_here() {
-            return;
-        }
-        while self.shared.pages_releasing() != 0 {
-            self.collect();
-            if self.shared.pages_releasing() == 0 {
-                break;
-            }
-            yield_now();
-        }
-    }
-
     /// Bytes of slot pages the map holds now (values inline in them included; memory values
     /// own behind pointers, and boxed replacements, not).
     ///
@@ -828,11 +873,10 @@ impl<K: Key, V> SlotMap<K, V> {
     /// assert_eq!(map.stats().len, 1);
     /// ```
     pub fn stats(&self) -> Stats {
-        let c = &self.shared.counters;
         let len = self.len();
-        // Relaxed: statistics.
-        let capacity = c.capacity.load(Ordering::Relaxed);
-        let retired = c.retired_slots.load(Ordering::Relaxed);
+        // Relaxed: a statistic.
+        let capacity = self.shared.counters.capacity.load(Ordering::Relaxed);
+        let retired = self.shared.retired_slots();
         let pending = self.shared.pending();
         let removing = self.shared.removing();
         let vacant = capacity.saturating_sub(len + retired + removing);
@@ -854,7 +898,8 @@ impl<K: Key, V> SlotMap<K, V> {
         Some(unsafe { &mut *ptr.cast_mut() })
     }
 
-    /// Iterates over live entries with mutable references.
+    /// Iterates over live entries with mutable references, in index order (its length is
+    /// exact: `&mut` excludes every other thread).
     ///
     /// ```
     /// let mut map = epoch_slotmap::SlotMap::new();
@@ -867,23 +912,20 @@ impl<K: Key, V> SlotMap<K, V> {
     /// values.sort();
     /// assert_eq!(values, [10, 20]);
     /// ```
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (K, &mut V)> {
-        let shared: &Shared<V> = &self.shared;
-        shared
-            .pages
-            .pages()
-            .flat_map(|(start, slots)| slots.iter().enumerate().map(move |(i, s)| (start + i, s)))
-            .filter_map(|(index, slot)| {
-                // Relaxed: `&mut self` orders every earlier write.
-                let version = slot.version.load(Ordering::Relaxed);
-                if version & 1 == 0 {
-                    return None;
-                }
-                let ptr = slot.load_live(version)?;
-                // SAFETY: `&mut self` is exclusive and each slot is visited once, so the
-                // references are unique.
-                Some((key_of(index as u32, version), unsafe { &mut *ptr.cast_mut() }))
-            })
+    pub fn iter_mut(&mut self) -> IterMut<'_, K, V> {
+        IterMut::new(self)
+    }
+
+    /// Iterates over live values mutably, in index order.
+    ///
+    /// ```
+    /// let mut map = epoch_slotmap::SlotMap::new();
+    /// let k = map.insert(1);
+    /// map.values_mut().for_each(|v| *v += 1);
+    /// assert_eq!(map.get_cloned(k), Some(2));
+    /// ```
+    pub fn values_mut(&mut self) -> ValuesMut<'_, K, V> {
+        ValuesMut(IterMut::new(self))
     }
 
     /// Removes every entry and yields it. Entries the iterator does not reach (it was dropped
@@ -895,105 +937,48 @@ impl<K: Key, V> SlotMap<K, V> {
     /// assert_eq!(map.drain().collect::<Vec<_>>(), [(k, 'x')]);
     /// assert!(map.is_empty() && !map.contains_key(k));
     /// ```
-    pub fn drain(&mut self) -> impl Iterator<Item = (K, V)> {
-        let end = self.fresh_end();
-        Drain { map: self, next: 0, end }
+    pub fn drain(&mut self) -> Drain<'_, K, V> {
+        Drain::new(self)
     }
 
-    /// One past the highest slot index of an existing page (`&mut self`: no page can go).
-    fn fresh_end(&self) -> usize {
-        self.shared.pages.end()
-    }
-
-    /// Takes the value out of slot `index` if it is live (exclusive access).
-    fn take_at(&mut self, index: usize) -> Option<(K, V)> {
-        let slot = self.shared.pages.slot(index as u32)?;
-        // Relaxed: `&mut self`.
-        let version = slot.version.load(Ordering::Relaxed);
-        if version & 1 == 0 {
-            return None;
-        }
-        // Relaxed: `&mut self`.
-        slot.version.store(version.wrapping_add(1), Ordering::Relaxed);
-        self.shared.pages.set_occupied(index as u32, false);
-        // SAFETY: the version is even now and `&mut self` excludes readers.
-        let value = unsafe { self.shared.drop_current(index as u32) }?;
-        self.shared.finish_drop(index as u32);
-        Some((key_of(index as u32, version), value))
+    /// Runs every retirement that can run now (`&mut`: no guard exists), so that the
+    /// occupancy bits are exact for the exclusive iterators.
+    pub(crate) fn settle_exclusive(&mut self) {
+        // SAFETY: `&mut self`: no guard exists, nothing retired can be seen.
+        unsafe { self.shared.run_retired_now() };
+        self.shared.run_all_ripe();
     }
 }
 
-struct Drain<'a, K: Key, V> {
-    map: &'a mut SlotMap<K, V>,
-    next: usize,
-    end: usize,
-}
-
-impl<K: Key, V> Iterator for Drain<'_, K, V> {
-    type Item = (K, V);
-
-    fn next(&mut self) -> Option<(K, V)> {
-        while self.next < self.end {
-            let index = self.next;
-            self.next += 1;
-            if let Some(entry) = self.map.take_at(index) {
-                return Some(entry);
-            }
-        }
-        None
-    }
-}
-
-impl<K: Key, V> Drop for Drain<'_, K, V> {
-    fn drop(&mut self) {
-        for entry in self.by_ref() {
-            drop(entry);
+impl<K: Key, V> Extend<V> for SlotMap<K, V> {
+    /// Inserts every value (their keys: see [`Guard::keys`](crate::Guard::keys)).
+    ///
+    /// ```
+    /// let mut map = epoch_slotmap::SlotMap::new();
+    /// map.extend([1, 2, 3]);
+    /// assert_eq!(map.len(), 3);
+    /// ```
+    fn extend<I: IntoIterator<Item = V>>(&mut self, values: I) {
+        for value in values {
+            self.insert(value);
         }
     }
 }
 
-/// The owning iterator of a [`SlotMap`]: yields every live entry.
-///
-/// ```
-/// let map = epoch_slotmap::SlotMap::new();
-/// let k = map.insert(5);
-/// let entries: Vec<_> = map.into_iter().collect();
-/// assert_eq!(entries, [(k, 5)]);
-/// ```
-pub struct IntoIter<K: Key, V> {
-    map: SlotMap<K, V>,
-    next: usize,
-    end: usize,
-}
-
-impl<K: Key, V> Iterator for IntoIter<K, V> {
-    type Item = (K, V);
-
-    fn next(&mut self) -> Option<(K, V)> {
-        while self.next < self.end {
-            let index = self.next;
-            self.next += 1;
-            if let Some(entry) = self.map.take_at(index) {
-                return Some(entry);
-            }
-        }
-        None
-    }
-}
-
-impl<K: Key, V> fmt::Debug for IntoIter<K, V> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IntoIter").field("next", &self.next).field("end", &self.end).finish()
-    }
-}
-
-impl<K: Key, V> IntoIterator for SlotMap<K, V> {
-    type Item = (K, V);
-    type IntoIter = IntoIter<K, V>;
-
-    fn into_iter(self) -> IntoIter<K, V> {
-        let end = self.fresh_end();
-        IntoIter { map: self, next: 0, end }
+impl<K: Key, V> FromIterator<V> for SlotMap<K, V> {
+    /// A map of these values, inserted in order (their keys: see
+    /// [`Guard::keys`](crate::Guard::keys)).
+    ///
+    /// ```
+    /// use epoch_slotmap::{DefaultKey, SlotMap};
+    ///
+    /// let map: SlotMap<DefaultKey, _> = ["a", "b"].into_iter().collect();
+    /// assert_eq!(map.pin().values().copied().collect::<Vec<_>>(), ["a", "b"]);
+    /// ```
+    fn from_iter<I: IntoIterator<Item = V>>(values: I) -> Self {
+        let mut map = Self::with_key();
+        map.extend(values);
+        map
     }
 }
 
@@ -1008,19 +993,17 @@ impl<K: Key, V> Drop for SlotMap<K, V> {
     fn drop(&mut self) {
         // SAFETY: `&mut self`: no guard exists, nothing retired can be seen.
         unsafe { self.shared.run_retired_now() };
-        // Runs every function still queued in crossbeam (domain.rs invariant), which moves
+        // Runs every function still queued in crossbeam (domain/ invariant), which moves
         // every batch still waiting onto the ripe stack; then run them.
         self.domain.shut_down();
-        self.shared.run_ripe();
+        self.shared.run_all_ripe();
         let mut first_panic = None;
-        let end = self.fresh_end();
-        for (start, slots) in self.shared.pages.pages() {
-            for index in start..start + slots.len() {
-                if index >= end {
-                    break;
-                }
-                // SAFETY: every retired value has been dropped above, so a non-null pointer
-                // is a live value, and `&mut self` excludes readers.
+        if std::mem::needs_drop::<V>() {
+            // Every retired value has been dropped above, so a set occupancy bit is exactly a
+            // live value: visit those only.
+            let mut cursor = crate::iter::LiveCursor::default();
+            while let Some(index) = cursor.next_index(&self.shared.pages) {
+                // SAFETY: a live slot's value, and `&mut self` excludes readers.
                 if let Some(value) = unsafe { self.shared.drop_current(index as u32) }
                     && let Err(panic) = catch_unwind(AssertUnwindSafe(move || drop(value)))
                 {

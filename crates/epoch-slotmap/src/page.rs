@@ -4,12 +4,13 @@
 //! (`max_slots`) ends inside it (only slots below the limit are allocated); once its pointer is
 //! published in the table (a Release CAS from null) it stays at the same address until it is
 //! released, so a reference to a value inside stays valid while other threads insert and grow.
-//! A page is released only by `shrink_to_fit` when every slot of it is vacant and off the free
-//! list; its memory is freed through the reclamation domain, so whoever loaded the page pointer
-//! while pinned may keep using it until it unpins. Therefore every access through `slot`,
-//! `slot_by_bias` or `page` happens either under a pin of the map's domain, or on a slot the
-//! caller owns (a slot that is live, retired or popped from the free list keeps its page
-//! alive), or by the releaser itself on the free-list chain it took (it alone releases).
+//! A page is released only by `shrink_to_fit`, under the growth lock, when every slot of it is
+//! vacant and taken off the free lists; its memory is freed through the reclamation domain, so
+//! whoever loaded the page pointer while pinned may keep using it until it unpins. Therefore
+//! every access through `slot`, `slot_by_bias` or `page` happens either under a pin of the
+//! map's domain, or under the growth lock, or on a slot the caller owns (a slot that is live,
+//! retired or popped from a free list keeps its page alive), or by the releaser itself on the
+//! free-list chains it took (it alone releases).
 //!
 //! Occupancy: each page has one bit per slot (`occupied`), set while the slot holds a live
 //! value: an inserter sets it before the Release store that makes the version live, a
@@ -27,12 +28,8 @@
 use crate::slot::{NIL, Slot};
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
-/// Slots in the first page: tiny under loom, so a model crosses a page boundary in a few
-/// inserts.
-#[cfg(loom)]
-pub(crate) const FIRST_PAGE_SHIFT: u32 = 1;
-#[cfg(not(loom))]
-pub(crate) const FIRST_PAGE_SHIFT: u32 = 5;
+pub(crate) use crate::config::FIRST_PAGE_SHIFT;
+/// Slots in the first page (see `config.rs`).
 pub(crate) const FIRST_PAGE: usize = 1 << FIRST_PAGE_SHIFT;
 /// Number of pages; the last index they can hold stays below the link sentinel `NIL`.
 pub(crate) const PAGES: usize = 25;
@@ -238,6 +235,14 @@ impl<V> PageTable<V> {
         }
     }
 
+    /// Whether any occupancy bit of page `page` is set (a hint: a page without live values
+    /// reads false unless an insert into it is under way). The caller is pinned, or is the
+    /// releaser (only it removes pages).
+    pub(crate) fn any_occupied(&self, page: usize) -> bool {
+        // Relaxed: a hint; whoever acts on it checks the slots themselves.
+        self.occupancy(page).is_some_and(|words| words.iter().any(|w| w.load(Ordering::Relaxed) != 0))
+    }
+
     /// How many occupancy bits are set: the number of live values (a statistic; words are
     /// read one after another). The caller is pinned.
     pub(crate) fn occupied_count(&self) -> usize {
@@ -342,7 +347,6 @@ impl<V> PageTable<V> {
     }
 
     /// The watermark of page `page` (see the module header).
-    #[cfg(feature = "serde")]
     pub(crate) fn watermark(&self, page: usize) -> u32 {
         // Acquire: a released page's watermark was stored before the Release swap that
         // unpublished it; a caller that saw the page absent (Acquire) sees the watermark.
@@ -351,10 +355,14 @@ impl<V> PageTable<V> {
 
     /// Sets the watermark of page `page` in a map no other thread can reach yet (restoring a
     /// snapshot); `install` starts the page's slots there.
-    #[cfg(feature = "serde")]
     pub(crate) fn set_watermark(&self, page: usize, version: u32) {
         // Relaxed: the map is not shared yet; whoever receives it synchronises with us.
         self.watermark[page].store(version, Ordering::Relaxed);
+    }
+
+    /// The version every fresh slot starts with when no watermark says more.
+    pub(crate) fn first_version(&self) -> u32 {
+        self.first_version
     }
 
     /// The version fresh slots of `page` start with.
@@ -377,8 +385,8 @@ impl<V> PageTable<V> {
             self.watermark[page].fetch_max(high.next_multiple_of(2), Ordering::Relaxed);
         }
         // Release pairs with the Acquire load in `slot_by_bias`: a free-list pop that read
-        // a head into this page before our `take_all` and now loads this null synchronises
-        // with the `take_all`, so its reload of the head sees the new head instead of
+        // a head into this page before our `take_page` and now loads this null synchronises
+        // with the `take_page`, so its reload of the head sees the new head instead of
         // spinning on the old one (loom may serve a stale head to an unsynchronised reload
         // indefinitely). Readers that still load the old base were pinned before the
         // deferred free that `shrink_to_fit` queues after this (its grace period waits for
@@ -398,11 +406,6 @@ impl<V> PageTable<V> {
             len: self.len_of(page),
             free: free_slots::<V>,
         }
-    }
-
-    /// One past the highest index of an existing page (0 if none).
-    pub(crate) fn end(&self) -> usize {
-        (0..PAGES).rev().find(|&p| self.page(p).is_some()).map_or(0, |p| page_start(p) + self.len_of(p))
     }
 
     /// Bytes of the pages that exist now (slots and occupancy words).

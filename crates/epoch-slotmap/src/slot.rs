@@ -103,6 +103,30 @@ impl<V> Slot<V> {
     }
 }
 
+impl<V> Slot<V> {
+    /// The slot's version and, if that version is live, its value, read consistently (the
+    /// version again if the slot changed between the two loads).
+    ///
+    /// The caller is pinned in the slot's map while it holds the value (a snapshot or a clone
+    /// through a guard).
+    pub(crate) fn read_whole(&self) -> (u32, Option<&V>) {
+        loop {
+            // Acquire pairs with insert's Release version store (the value is published by it).
+            let version = self.version.load(Ordering::Acquire);
+            if version & 1 == 0 {
+                return (version, None);
+            }
+            if let Some(ptr) = self.load_live(version) {
+                // SAFETY: the version was live while the caller pins the domain, so the value
+                // cannot be dropped before the pin goes, and the reference borrows the slot,
+                // which the caller's pin keeps (as in `Guard::get`).
+                return (version, Some(unsafe { &*ptr }));
+            }
+            // The slot changed between the two loads: read it again.
+        }
+    }
+}
+
 /// A value that lives outside its slot: a replacement written by `replace`/`update`, or (with
 /// `inline_of` set and `value` uninitialised) the note that slot `inline_of`'s inline value
 /// was replaced and must be dropped after a grace period.

@@ -23,9 +23,10 @@ use serde::de::{Deserialize, Deserializer, Error as _, IgnoredAny, SeqAccess, Vi
 use serde::ser::{Serialize, SerializeSeq, SerializeStruct, Serializer};
 use slotmap::Key;
 
+use crate::domain::Domain;
 use crate::guard::Guard;
 use crate::map::SlotMap;
-use crate::page::{MAX_SLOTS, PAGES, page_len_below, page_start};
+use crate::page::{MAX_SLOTS, PAGES, locate_page, page_len_below, page_start};
 use crate::slot::{FRESH_VERSION, Slot};
 use crate::sync::Ordering;
 
@@ -114,7 +115,7 @@ impl<V: Serialize> Serialize for SlotsOut<'_, V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
         for slot in self.0 {
-            seq.serialize_element(&SlotOut(read(slot)))?;
+            seq.serialize_element(&SlotOut(slot.read_whole()))?;
         }
         seq.end()
     }
@@ -132,26 +133,6 @@ impl<V: Serialize> Serialize for SlotOut<'_, V> {
             seq.serialize_element(value)?;
         }
         seq.end()
-    }
-}
-
-/// A slot's version and, if that version is live, its value.
-///
-/// The caller is pinned in the slot's map (it serializes through a `Guard`) for `'g`.
-fn read<V>(slot: &Slot<V>) -> (u32, Option<&V>) {
-    loop {
-        // Acquire pairs with insert's Release version store (the value is published by it).
-        let version = slot.version.load(Ordering::Acquire);
-        if version & 1 == 0 {
-            return (version, None);
-        }
-        if let Some(ptr) = slot.load_live(version) {
-            // SAFETY: the version was live while the caller's guard pins the domain (see
-            // above), so the value cannot be dropped before the guard goes, and the
-            // reference borrows the slot, which borrows the guard (as in `Guard::get`).
-            return (version, Some(unsafe { &*ptr }));
-        }
-        // The slot changed between the two loads: read it again.
     }
 }
 
@@ -272,8 +253,9 @@ fn check<V>(snapshot: &SnapshotIn<V>) -> Result<(), Invalid> {
 /// Restores a snapshot (see the `Deserialize` impl of [`SlotMap`]).
 fn restore<K: Key, V>(snapshot: SnapshotIn<V>) -> Result<SlotMap<K, V>, Invalid> {
     check(&snapshot)?;
-    let map = SlotMap::<K, V>::build(0, snapshot.max_slots as usize, FRESH_VERSION);
+    let map = SlotMap::<K, V>::build(0, snapshot.max_slots as usize, FRESH_VERSION, Domain::new());
     let shared = &*map.shared;
+    let shard = map.own_shard();
     for (page, &watermark) in snapshot.watermarks.iter().enumerate() {
         shared.pages.set_watermark(page, watermark);
     }
@@ -288,7 +270,7 @@ fn restore<K: Key, V>(snapshot: SnapshotIn<V>) -> Result<SlotMap<K, V>, Invalid>
             slot.version.store(version, Ordering::Relaxed);
             match value {
                 None if version == 0 => {
-                    shared.counters.retired_slots.fetch_add(1, Ordering::Relaxed);
+                    shard.counters.retired_slots.fetch_add(1, Ordering::Relaxed);
                 }
                 None => vacant.push((page_start(page) + offset) as u32),
                 Some(value) => {
@@ -301,13 +283,17 @@ fn restore<K: Key, V>(snapshot: SnapshotIn<V>) -> Result<SlotMap<K, V>, Invalid>
             }
         }
     }
-    // Vacant slots go on the free list in one chain, lowest index on top.
-    if let (Some(&first), Some(&last)) = (vacant.first(), vacant.last()) {
-        for pair in vacant.windows(2) {
-            // Relaxed: the map is not shared yet (as above).
-            shared.slot(pair[0]).aux.store(pair[1], Ordering::Relaxed);
+    // Vacant slots go on the restoring thread's free lists, one chain per page, lowest index
+    // on top.
+    for page in 0..PAGES {
+        let of_page: Vec<u32> = vacant.iter().copied().filter(|&i| locate_page(i as usize) == page).collect();
+        if let (Some(&first), Some(&last)) = (of_page.first(), of_page.last()) {
+            for pair in of_page.windows(2) {
+                // Relaxed: the map is not shared yet (as above).
+                shared.slot(pair[0]).aux.store(pair[1], Ordering::Relaxed);
+            }
+            shard.free.push_chain(&shared.pages, page, first, last);
         }
-        shared.free.push_chain(&shared.pages, first, last);
     }
     Ok(map)
 }

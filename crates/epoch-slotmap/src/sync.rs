@@ -1,7 +1,7 @@
 //! The one place that decides where atomics, cells, locks and thread-locals come from.
 //!
 //! Invariant: no other module names `std::sync::atomic`, `std::cell::UnsafeCell`,
-//! `std::thread_local!` or `loom` directly, except `domain.rs`'s `MRU`: a thread-private copy
+//! `std::thread_local!` or `loom` directly, except `domain/epoch.rs`'s `MRU`: a thread-private copy
 //! of a cache entry that shares no memory between threads and does not exist under loom. Under
 //! `--cfg loom` everything here is loom's, so a loom model (ours in `loom-tests/`, or a
 //! downstream crate's) sees every access the map makes.
@@ -19,7 +19,6 @@ compile_error!(
 
 #[cfg(loom)]
 pub(crate) use loom::{
-    sync::Mutex,
     sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize},
     thread::yield_now,
     thread_local,
@@ -27,11 +26,47 @@ pub(crate) use loom::{
 pub(crate) use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
 pub(crate) use std::{
-    sync::Mutex,
     sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize},
     thread::yield_now,
     thread_local,
 };
+
+/// A lock for the map's rare serialised paths (installing and releasing pages, `reclaim`):
+/// std's or loom's `Mutex`, taken even when poisoned (it guards `()`, and what it serialises
+/// is left consistent by every panic point).
+///
+/// Under loom, mind that loom's `Mutex` wraps a std `Mutex` and that all model threads run
+/// on one OS thread: a panic unwinding in one model thread poisons a lock that another model
+/// thread releases meanwhile, and loom's own `lock` then panics. A scenario that panics on
+/// purpose must leave the other threads no reason to take a lock (see the loom suite's
+/// panicking-insert scenario).
+#[derive(Debug, Default)]
+pub(crate) struct Lock {
+    #[cfg(not(loom))]
+    inner: std::sync::Mutex<()>,
+    #[cfg(loom)]
+    inner: loom::sync::Mutex<()>,
+}
+
+/// Holds a [`Lock`] until dropped.
+#[must_use = "the lock is released when the guard is dropped"]
+pub(crate) struct LockGuard<'a> {
+    #[cfg(not(loom))]
+    _inner: std::sync::MutexGuard<'a, ()>,
+    #[cfg(loom)]
+    _inner: loom::sync::MutexGuard<'a, ()>,
+}
+
+impl Lock {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Blocks until this thread holds the lock.
+    pub(crate) fn lock(&self) -> LockGuard<'_> {
+        LockGuard { _inner: self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) }
+    }
+}
 
 /// Interior-mutable storage whose raw accesses loom can check.
 ///

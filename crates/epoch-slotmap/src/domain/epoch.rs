@@ -1,14 +1,7 @@
-//! The reclamation domain: the small seam between the map and whatever decides when a grace
-//! period has passed. Normally that is one crossbeam-epoch `Collector` per map and the
-//! per-thread participants that pin it (`EpochDomain`). Under `cfg(loom)` a map can instead use
-//! `GraceDomain`, a minimal reclaimer with two atomics, so loom can explore the slot protocol
-//! exhaustively; the same scenarios also run through the crossbeam domain with a bound.
+//! The crossbeam-epoch participant registry: one `Collector` per map and the per-thread
+//! participants (`LocalHandle`s) that pin it.
 //!
-//! What the map relies on, from either: a function deferred under a guard runs only after
-//! every guard that existed at the time of the defer is gone; `collect` runs what is safe; the
-//! map's drop (`shut_down`) runs everything still deferred.
-//!
-//! Invariants of `EpochDomain`:
+//! Invariants:
 //! - Every `LocalHandle` of this map's collector lives in the map's `Registry`; the map's
 //!   drop drops all of them and then the collector, so crossbeam's global state dies inside
 //!   that drop and runs every deferred function still queued. Deferred functions may therefore
@@ -25,6 +18,10 @@
 //!   repeated pins of one map skip the cache: it names a participant only while that
 //!   participant's cache entry exists (it is reset whenever the slow path runs, and by the
 //!   entry's drop). It may keep naming a dropped map, whose id no live map can have.
+//! - A participant also carries its thread's shard of the map (`shard`, set on the thread's
+//!   first write and never changed), so the shard goes wherever the participant goes: one
+//!   thread at a time uses it as its own, and a thread that exits hands it to the next claimant
+//!   together with its free slots and pending batches.
 
 // loom's `thread_local!` does not accept a `const { }` initialiser, and the same source builds
 // under both.
@@ -44,6 +41,10 @@ static NEXT_DOMAIN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 struct Participant {
     /// `Some` until the map is dropped. Used only by the thread that claimed it (`state`).
     handle: Cell<Option<LocalHandle>>,
+    /// The map's shard of whichever thread has claimed this participant (type-erased: the
+    /// domain does not know the value type), null until that thread's first write. Used only
+    /// by the thread that claimed it, like `handle`.
+    shard: Cell<*const ()>,
     /// `FREE`, `CLAIMED`, `RELEASING` (its last claimant is flushing it) or `CLOSED`.
     state: AtomicU8,
     /// Next participant of the registry (immutable once published).
@@ -178,9 +179,10 @@ impl EpochDomain {
         }
     }
 
-    /// This thread's participant, claiming or registering one on the first call.
+    /// This thread's participant (its handle and its shard cell), claiming or registering one
+    /// on the first call.
     #[inline(always)]
-    fn with_participant<R>(&self, f: impl FnOnce(&LocalHandle) -> R) -> R {
+    fn with_participant<R>(&self, f: impl FnOnce(&LocalHandle, &Cell<*const ()>) -> R) -> R {
         #[cfg(not(loom))]
         {
             let (id, participant) = MRU.with(std::cell::Cell::get);
@@ -189,8 +191,9 @@ impl EpochDomain {
                 // the participant exists (module invariant: reset by the slow path below and
                 // by the entry's drop), so the node is alive and claimed by this thread, and
                 // `&self` proves the map (hence the handle) lives, as in the slow path.
-                let handle = unsafe { (*(*participant).handle.ptr()).as_ref() };
-                return f(handle.expect("participant of a live map has a handle"));
+                let (handle, shard) =
+                    unsafe { ((*(*participant).handle.ptr()).as_ref(), &(*participant).shard) };
+                return f(handle.expect("participant of a live map has a handle"), shard);
             }
         }
         self.with_participant_slow(f)
@@ -198,7 +201,7 @@ impl EpochDomain {
 
     /// `with_participant` through the cache (and claiming or registering on a miss).
     #[inline(never)]
-    fn with_participant_slow<R>(&self, f: impl FnOnce(&LocalHandle) -> R) -> R {
+    fn with_participant_slow<R>(&self, f: impl FnOnce(&LocalHandle, &Cell<*const ()>) -> R) -> R {
         // Whatever it named may be pruned or moved below; it is set again at the end.
         forget_mru(None);
         CACHE.with(|cache| {
@@ -220,10 +223,10 @@ impl EpochDomain {
             #[cfg(not(loom))]
             MRU.with(|mru| mru.set((self.id, participant)));
             // SAFETY: the entry's registry keeps the node alive; this thread holds the claim,
-            // so it is the only one touching `handle` (module invariant); the handle is
-            // `Some` while the map lives, and `&self` proves the map lives.
-            let handle = unsafe { (*(*participant).handle.ptr()).as_ref() };
-            f(handle.expect("participant of a live map has a handle"))
+            // so it is the only one touching `handle` and `shard` (module invariant); the
+            // handle is `Some` while the map lives, and `&self` proves the map lives.
+            let (handle, shard) = unsafe { ((*(*participant).handle.ptr()).as_ref(), &(*participant).shard) };
+            f(handle.expect("participant of a live map has a handle"), shard)
         })
     }
 
@@ -244,6 +247,7 @@ impl EpochDomain {
         let collector = self.collector.as_ref().expect("the collector lives as long as the map");
         let fresh = Box::into_raw(Box::new(Participant {
             handle: Cell::new(Some(collector.register())),
+            shard: Cell::new(std::ptr::null()),
             state: AtomicU8::new(CLAIMED),
             next: std::ptr::null_mut(),
         }));
@@ -265,12 +269,28 @@ impl EpochDomain {
     /// Pins this thread in the domain.
     #[inline(always)]
     pub(crate) fn pin(&self) -> EpochGuard {
-        self.with_participant(|h| h.pin())
+        self.with_participant(|h, _| h.pin())
+    }
+
+    /// Pins this thread and returns its shard, made by `make` on its first call.
+    #[inline(always)]
+    pub(crate) fn pin_with_shard(&self, make: impl FnOnce() -> *const ()) -> (EpochGuard, *const ()) {
+        self.with_participant(|h, cell| {
+            // SAFETY: only the thread that claimed the participant touches `shard` (module
+            // invariant), and `with_participant` runs on that thread.
+            let mut shard = unsafe { *cell.ptr() };
+            if shard.is_null() {
+                shard = make();
+                // SAFETY: as above.
+                unsafe { *cell.ptr_mut() = shard };
+            }
+            (h.pin(), shard)
+        })
     }
 
     /// Whether this thread currently holds a pin of this domain.
     pub(crate) fn is_pinned_here(&self) -> bool {
-        self.with_participant(|h| h.is_pinned())
+        self.with_participant(|h, _| h.is_pinned())
     }
 
     /// Pins, pushes this thread's deferred functions to the global queue and runs what has
@@ -319,310 +339,5 @@ impl EpochDomain {
                 cache.retain(|e| e.domain != self.id);
             }
         });
-    }
-}
-
-/// What a guard of the domain holds.
-#[cfg(not(loom))]
-pub(crate) type DomainGuard = EpochGuard;
-
-/// What a guard of the domain holds.
-#[cfg(loom)]
-pub(crate) enum DomainGuard {
-    Epoch(#[allow(dead_code)] EpochGuard),
-    Grace(#[allow(dead_code)] grace::GraceGuard),
-}
-
-enum Kind {
-    Epoch(EpochDomain),
-    #[cfg(loom)]
-    Grace(grace::GraceDomain),
-}
-
-/// A map's reclamation domain (see the module header).
-pub(crate) struct Domain {
-    kind: Kind,
-}
-
-impl Domain {
-    pub(crate) fn new() -> Self {
-        Self { kind: Kind::Epoch(EpochDomain::new()) }
-    }
-
-    /// The minimal grace-period reclaimer, for exhaustive loom runs.
-    #[cfg(loom)]
-    pub(crate) fn new_grace() -> Self {
-        Self { kind: Kind::Grace(grace::GraceDomain::new()) }
-    }
-
-    /// Pins this thread.
-    #[inline(always)]
-    pub(crate) fn pin(&self) -> DomainGuard {
-        match &self.kind {
-            #[cfg(not(loom))]
-            Kind::Epoch(d) => d.pin(),
-            #[cfg(loom)]
-            Kind::Epoch(d) => DomainGuard::Epoch(d.pin()),
-            #[cfg(loom)]
-            Kind::Grace(d) => DomainGuard::Grace(d.pin()),
-        }
-    }
-
-    /// Whether this thread holds a guard of this domain.
-    pub(crate) fn is_pinned_here(&self) -> bool {
-        match &self.kind {
-            Kind::Epoch(d) => d.is_pinned_here(),
-            #[cfg(loom)]
-            Kind::Grace(d) => d.is_pinned_here(),
-        }
-    }
-
-    /// Defers `f` until every guard that exists now is gone, and makes it runnable by any
-    /// thread that collects (crossbeam: flushes it to the global queue at once).
-    ///
-    /// # Safety
-    /// `f` may run on another thread (or during `shut_down`); the caller guarantees that is
-    /// sound for what it touches.
-    pub(crate) unsafe fn defer(&self, guard: &DomainGuard, f: impl FnOnce() + 'static) {
-        match (&self.kind, guard) {
-            #[cfg(not(loom))]
-            (Kind::Epoch(_), guard) => {
-                // SAFETY: forwarded from the caller.
-                unsafe { guard.defer_unchecked(f) };
-                guard.flush();
-            }
-            #[cfg(loom)]
-            (Kind::Epoch(_), DomainGuard::Epoch(guard)) => {
-                // SAFETY: forwarded from the caller.
-                unsafe { guard.defer_unchecked(f) };
-                guard.flush();
-            }
-            #[cfg(loom)]
-            (Kind::Grace(d), DomainGuard::Grace(_)) => d.defer(Box::new(f)),
-            #[cfg(loom)]
-            _ => unreachable!("a guard of another domain kind"),
-        }
-    }
-
-    /// Pushes crossbeam's own leftovers through: popping a bag from the global queue defers
-    /// the free of its queue node into the popper's local bag, so after `reclaim` a few
-    /// kilobytes of nodes would sit there until the bag next fills. Flush rounds free all but
-    /// the last round's node.
-    pub(crate) fn drain(&self) {
-        match &self.kind {
-            Kind::Epoch(d) => {
-                // Memory hygiene only (see above): not explored under loom.
-                // Each round advances the epoch once and pops at most 8 of crossbeam's bags;
-                // 64 rounds (~1 µs each when idle) empty a queue that threads exiting under
-                // load filled with their flushed bags.
-                for _ in 0..if cfg!(loom) { 0 } else { 64 } {
-                    d.collect();
-                }
-            }
-            #[cfg(loom)]
-            Kind::Grace(_) => {}
-        }
-    }
-
-    /// Runs what is safe to run. Call it unpinned, or the epoch cannot pass this thread.
-    pub(crate) fn collect(&self) {
-        match &self.kind {
-            Kind::Epoch(d) => d.collect(),
-            #[cfg(loom)]
-            Kind::Grace(d) => d.collect(),
-        }
-    }
-
-    /// After a `defer` under a guard that is gone now: runs what became safe, where the
-    /// domain did not already do that while flushing.
-    pub(crate) fn settle(&self) {
-        match &self.kind {
-            Kind::Epoch(_) => {}
-            #[cfg(loom)]
-            Kind::Grace(d) => d.collect(),
-        }
-    }
-
-    /// Blocks until every guard of this domain that existed when the call started is gone.
-    /// The caller must not be pinned here (it would wait for itself).
-    pub(crate) fn synchronize(&self) {
-        let done = std::sync::Arc::new(AtomicBool::new(false));
-        {
-            let guard = self.pin();
-            let flag = done.clone();
-            // SAFETY: the function only stores to an atomic it owns a reference count of.
-            // Release pairs with the Acquire load below.
-            unsafe { self.defer(&guard, move || flag.store(true, Ordering::Release)) };
-        }
-        // Acquire pairs with the Release store in the deferred function.
-        while !done.load(Ordering::Acquire) {
-            self.collect();
-            if done.load(Ordering::Acquire) {
-                break;
-            }
-            yield_now();
-        }
-    }
-
-    /// Runs everything still deferred. Needs `&mut`: no thread can be pinned.
-    pub(crate) fn shut_down(&mut self) {
-        match &mut self.kind {
-            Kind::Epoch(d) => d.shut_down(),
-            #[cfg(loom)]
-            Kind::Grace(d) => d.shut_down(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Domain {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Domain").finish_non_exhaustive()
-    }
-}
-
-#[cfg(loom)]
-mod grace {
-    //! The minimal grace-period reclaimer: a count of active guards and a stack of deferred
-    //! functions. `collect` takes the whole stack, then checks with a CAS `0 -> 0` on the
-    //! count that no guard is active at that instant: every guard that existed when a
-    //! function was deferred is then gone (its Release decrement is read by the CAS), and
-    //! every later guard's increment reads from the CAS, so it sees every unlink made before
-    //! the defer. If guards are active, the functions go back on the stack.
-
-    use std::cell::RefCell;
-
-    use crate::sync::{AtomicPtr, AtomicUsize, Ordering, thread_local};
-
-    struct Deferred {
-        f: Box<dyn FnOnce()>,
-        next: *mut Deferred,
-    }
-
-    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-    thread_local! {
-        /// (domain id, guards this thread holds in it).
-        static PINS: RefCell<Vec<(u64, usize)>> = RefCell::new(Vec::new());
-    }
-
-    pub(crate) struct GraceDomain {
-        id: u64,
-        active: AtomicUsize,
-        deferred: AtomicPtr<Deferred>,
-    }
-
-    pub(crate) struct GraceGuard {
-        domain: *const GraceDomain,
-    }
-
-    impl Drop for GraceGuard {
-        fn drop(&mut self) {
-            // SAFETY: a guard never outlives its map (guards borrow it), hence its domain.
-            let domain = unsafe { &*self.domain };
-            PINS.with(|p| {
-                let mut p = p.borrow_mut();
-                let entry = p.iter_mut().find(|e| e.0 == domain.id).expect("pinned here");
-                entry.1 -= 1;
-            });
-            // Release: this guard's reads happen-before a collect whose CAS reads the count.
-            domain.active.fetch_sub(1, Ordering::Release);
-        }
-    }
-
-    impl GraceDomain {
-        pub(crate) fn new() -> Self {
-            Self {
-                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                active: AtomicUsize::new(0),
-                deferred: AtomicPtr::new(std::ptr::null_mut()),
-            }
-        }
-
-        pub(crate) fn pin(&self) -> GraceGuard {
-            PINS.with(|p| {
-                let mut p = p.borrow_mut();
-                match p.iter_mut().find(|e| e.0 == self.id) {
-                    Some(e) => e.1 += 1,
-                    None => p.push((self.id, 1)),
-                }
-            });
-            // AcqRel: Acquire reads from a collect's CAS (so this guard sees what was
-            // unlinked before that collect's functions were deferred).
-            self.active.fetch_add(1, Ordering::AcqRel);
-            GraceGuard { domain: self }
-        }
-
-        pub(crate) fn is_pinned_here(&self) -> bool {
-            PINS.with(|p| p.borrow().iter().any(|e| e.0 == self.id && e.1 > 0))
-        }
-
-        pub(crate) fn defer(&self, f: Box<dyn FnOnce()>) {
-            let node = Box::into_raw(Box::new(Deferred { f, next: std::ptr::null_mut() }));
-            self.push_chain(node, node);
-        }
-
-        fn push_chain(&self, first: *mut Deferred, last: *mut Deferred) {
-            // Relaxed: re-validated by the CAS.
-            let mut head = self.deferred.load(Ordering::Relaxed);
-            loop {
-                // SAFETY: the chain is ours until the CAS publishes it.
-                unsafe { (*last).next = head };
-                // Release pairs with the Acquire swap in `collect`.
-                match self.deferred.compare_exchange(head, first, Ordering::Release, Ordering::Relaxed) {
-                    Ok(_) => return,
-                    Err(actual) => head = actual,
-                }
-            }
-        }
-
-        pub(crate) fn collect(&self) {
-            // Acquire pairs with the Release CAS in `push_chain`: the functions, and what was
-            // unlinked before they were deferred, are visible.
-            let taken = self.deferred.swap(std::ptr::null_mut(), Ordering::Acquire);
-            if taken.is_null() {
-                return;
-            }
-            // AcqRel: Acquire reads every finished guard's Release decrement; Release is read
-            // by every later guard's increment (see the module header).
-            if self.active.compare_exchange(0, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                // SAFETY: the chain came from the swap, so it is ours; run each node once.
-                unsafe { run_chain(taken) };
-            } else {
-                let mut last = taken;
-                loop {
-                    // SAFETY: the chain is ours (from the swap); its nodes are live.
-                    let next = unsafe { (*last).next };
-                    if next.is_null() {
-                        break;
-                    }
-                    last = next;
-                }
-                self.push_chain(taken, last);
-            }
-        }
-
-        pub(crate) fn shut_down(&mut self) {
-            // Relaxed: `&mut self`.
-            let taken = self.deferred.swap(std::ptr::null_mut(), Ordering::Relaxed);
-            // SAFETY: the chain is ours; no guard exists (`&mut`).
-            unsafe { run_chain(taken) };
-        }
-    }
-
-    /// # Safety
-    /// The chain is exclusively the caller's.
-    unsafe fn run_chain(mut node: *mut Deferred) {
-        while !node.is_null() {
-            // SAFETY: nodes come from `Box::into_raw` in `defer`, owned by the caller.
-            let boxed = unsafe { Box::from_raw(node) };
-            node = boxed.next;
-            (boxed.f)();
-        }
-    }
-
-    impl Drop for GraceDomain {
-        fn drop(&mut self) {
-            self.shut_down();
-        }
     }
 }
