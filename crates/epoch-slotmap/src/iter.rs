@@ -18,13 +18,18 @@ use crate::map::{SlotMap, key_of};
 use crate::page::{PAGES, PageTable, locate_page, page_start};
 use crate::shard::Shard;
 use crate::shared::Shared;
-use crate::slot::{NIL, Slot};
+use crate::slot::{INLINE_PENDING, NIL, Retired, Slot};
 use crate::sync::Ordering;
 
-/// A walk of the live slots of an exclusively held map, by occupancy bits. Holds no borrow,
-/// so an owning iterator can keep one beside the map it owns.
+/// A walk of the live slots of a map, by occupancy bits. Holds no borrow, so an owning
+/// iterator can keep one beside the map it owns, and `retain` one across pins. With the map
+/// held exclusively the bits are exact; otherwise they are hints (the caller checks each
+/// slot's version) and every call must be pinned (occupancy words go with their page).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LiveCursor {
+    /// Clears each occupancy word as it loads it (a plain store): for the iterators that take
+    /// every live slot out of an exclusively held map.
+    taking: bool,
     /// Pages still to visit (bit `p` = page `p`); `None` before the first call.
     pages_left: Option<u32>,
     page: usize,
@@ -37,7 +42,12 @@ pub(crate) struct LiveCursor {
 }
 
 impl LiveCursor {
-    /// The index of the next live slot, in index order. The map is held exclusively.
+    /// A cursor that clears each word it loads (see `taking`). Exclusive access only.
+    pub(crate) fn taking() -> Self {
+        Self { taking: true, ..Self::default() }
+    }
+
+    /// The index of the next live slot, in index order (see the type's comment).
     pub(crate) fn next_index<V>(&mut self, pages: &PageTable<V>) -> Option<usize> {
         loop {
             if self.bits != 0 {
@@ -48,8 +58,12 @@ impl LiveCursor {
             if self.word < self.words
                 && let Some(words) = pages.occupancy(self.page)
             {
-                // Relaxed: the map is held exclusively (module invariant).
+                // Relaxed: exact under exclusive access (module invariant); a hint otherwise.
                 self.bits = words[self.word].load(Ordering::Relaxed);
+                if self.taking && self.bits != 0 {
+                    // Relaxed: exclusive access; every slot of these bits is taken out below.
+                    words[self.word].store(0, Ordering::Relaxed);
+                }
                 self.base = page_start(self.page) + self.word * 64;
                 self.word += 1;
                 continue;
@@ -166,27 +180,40 @@ struct Chain {
     last: u32,
 }
 
-/// Takes live slot `index` out of an exclusively held map: its key dies (version made even,
-/// occupancy bit cleared) and its value is moved out. With `recycle`, the slot joins the
-/// chains to push onto that shard (or is counted there as retired for good); without, the map
-/// is going away.
+/// Takes live slot `index` out of an exclusively held map whose cursor (`LiveCursor::taking`)
+/// already cleared its occupancy bit: its key dies (version made even) and its value is moved
+/// out. With `recycle`, the slot joins the chains to push onto that shard (or is counted there
+/// as retired for good); without, the map is going away.
 fn take_live<K: Key, V>(
     shared: &Shared<V>,
     index: usize,
     recycle: Option<(&Shard<V>, &mut [Chain; PAGES])>,
 ) -> (K, V) {
-    let (key, slot, _) = live::<K, V>(shared, index);
-    // Relaxed: the map is held exclusively.
-    let dead = slot.version.load(Ordering::Relaxed).wrapping_add(1);
+    let slot = shared.slot(index as u32);
+    // Relaxed (every access): the map is held exclusively (module invariant).
+    let version = slot.version.load(Ordering::Relaxed);
+    debug_assert!(version & 1 == 1, "an occupancy bit is set only for a live slot");
+    let dead = version.wrapping_add(1);
     slot.version.store(dead, Ordering::Relaxed);
-    shared.pages.set_occupied(index as u32, false);
-    // SAFETY: the version is even now and the map is held exclusively (no reader).
-    let value = unsafe { shared.drop_current(index as u32) }.expect("a live slot holds a value");
+    let ptr = slot.value.load(Ordering::Relaxed);
+    slot.value.store(std::ptr::null_mut(), Ordering::Relaxed);
+    let value = if slot.holds_inline(ptr) {
+        // SAFETY: a live slot's inline value, taken once (the value word is null now), with
+        // the map held exclusively.
+        unsafe { ptr.read() }
+    } else {
+        // SAFETY: any other value pointer is a boxed `Retired` node from `Retired::boxed`,
+        // owned by the slot until now (the value word is null now).
+        let node = unsafe { Box::from_raw(ptr.cast::<Retired<V>>()) };
+        // SAFETY: a boxed value node holds an initialised value.
+        unsafe { node.value.assume_init_read() }
+    };
     if let Some((shard, chains)) = recycle {
+        let aux = slot.aux.load(Ordering::Relaxed);
         if dead == 0 {
             // Relaxed: a statistic.
             shard.counters.retired_slots.fetch_add(1, Ordering::Relaxed);
-        } else if shared.drops_done(index as u32) {
+        } else if aux & INLINE_PENDING == 0 || shared.drops_done(index as u32) {
             // (Otherwise a note for a replaced inline value still waits in crossbeam's queue:
             // exclusive access runs what is on the stacks, not what was already deferred, and
             // that note's runner recycles the slot.)
@@ -199,7 +226,7 @@ fn take_live<K: Key, V>(
             chain.first = index as u32;
         }
     }
-    (key, value)
+    (key_of(index as u32, version), value)
 }
 
 /// Pushes `chains` onto `shard`'s free lists and empties them.
@@ -237,7 +264,7 @@ impl<'a, K: Key, V> Drain<'a, K, V> {
         Self {
             map,
             shard,
-            cursor: LiveCursor::default(),
+            cursor: LiveCursor::taking(),
             left,
             chains: [Chain { first: NIL, last: NIL }; PAGES],
         }
@@ -309,6 +336,16 @@ impl<K: Key, V> Iterator for IntoIter<K, V> {
     }
 }
 
+impl<K: Key, V> Drop for IntoIter<K, V> {
+    fn drop(&mut self) {
+        // The cursor clears a word's bits before it yields their slots: finish the walk, or
+        // the map's drop (which visits set bits) would miss the rest of the current word.
+        for entry in self.by_ref() {
+            drop(entry);
+        }
+    }
+}
+
 impl<K: Key, V> ExactSizeIterator for IntoIter<K, V> {}
 impl<K: Key, V> FusedIterator for IntoIter<K, V> {}
 
@@ -325,7 +362,7 @@ impl<K: Key, V> IntoIterator for SlotMap<K, V> {
     fn into_iter(mut self) -> IntoIter<K, V> {
         self.settle_exclusive();
         let left = self.shared.pages.occupied_count();
-        IntoIter { map: self, cursor: LiveCursor::default(), left }
+        IntoIter { map: self, cursor: LiveCursor::taking(), left }
     }
 }
 

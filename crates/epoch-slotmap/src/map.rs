@@ -15,7 +15,7 @@ use slotmap::{DefaultKey, Key, KeyData};
 use crate::config::{HELP_ROUNDS, PENDING_HIGH_WATER};
 use crate::domain::{Domain, DomainGuard};
 use crate::guard::Guard;
-use crate::iter::{Drain, IterMut, ValuesMut};
+use crate::iter::{Drain, IterMut, LiveCursor, ValuesMut};
 use crate::page::{MAX_SLOTS, locate};
 use crate::shard::Shard;
 use crate::shared::{Shared, SharedBox};
@@ -657,13 +657,21 @@ impl<K: Key, V> SlotMap<K, V> {
     /// ripe.
     pub(crate) fn run_batches(&self, shard: &Shard<V>) {
         self.shared.take_batch(shard, &self.domain, &self.domain.pin());
+        self.after_batch(shard);
+    }
+
+    /// After this thread took a batch (unpinned): runs its ripe batches, and helps
+    /// reclamation when its shard's pending values pile up.
+    fn after_batch(&self, shard: &Shard<V>) {
         self.domain.settle();
         self.shared.run_ripe(shard);
         // Back-pressure: when retirements outrun reclamation (another thread was descheduled
         // while pinned, say), help for a bounded number of rounds. Yielding lets that thread
         // run and unpin; the bound keeps this lock-free.
+        // Not while this thread is pinned itself (a caller removing under its own guard): the
+        // epoch cannot pass it, so the rounds could not help.
         for _ in 0..HELP_ROUNDS {
-            if shard.pending() <= PENDING_HIGH_WATER {
+            if shard.pending() <= PENDING_HIGH_WATER || self.domain.is_pinned_here() {
                 break;
             }
             yield_now();
@@ -686,6 +694,12 @@ impl<K: Key, V> SlotMap<K, V> {
         // Pinned: a stale key's page may be released by `shrink_to_fit`. Once the CAS below
         // succeeds the slot is ours (not vacant), so its page stays.
         let (_pin, shard) = self.pin_shard();
+        Some((self.unlink_pinned(index, version)?, shard))
+    }
+
+    /// `unlink` for a caller that is pinned already.
+    #[inline(always)]
+    fn unlink_pinned(&self, index: u32, version: u32) -> Option<&Slot<V>> {
         let slot = self.shared.pages.slot_by_bias(index)?;
         if version & 1 == 0 {
             return None;
@@ -701,7 +715,7 @@ impl<K: Key, V> SlotMap<K, V> {
             return None;
         }
         self.shared.pages.set_occupied(index, false);
-        Some((slot, shard))
+        Some(slot)
     }
 
     /// Replaces the value of `key`, keeping the key. Readers see the old value or the new
@@ -784,6 +798,10 @@ impl<K: Key, V> SlotMap<K, V> {
     /// Concurrent inserts may or may not be visited. A panic in `f` leaves the map
     /// consistent (entries already removed stay removed).
     ///
+    /// It visits live slots by their occupancy bits, 256 at a time under one pin, and lets the
+    /// removed values' batches run between those runs, so `pending` stays bounded however
+    /// many it removes, and no guard is held across the whole walk.
+    ///
     /// ```
     /// let map = epoch_slotmap::SlotMap::new();
     /// for i in 0..10 {
@@ -793,14 +811,83 @@ impl<K: Key, V> SlotMap<K, V> {
     /// assert_eq!(map.len(), 5);
     /// ```
     pub fn retain(&self, mut f: impl FnMut(K, &V) -> bool) -> usize {
-        let guard = self.pin();
-        let mut removed = 0;
-        for (key, value) in guard.iter() {
-            if !f(key, value) && self.remove(key) {
-                removed += 1;
+        /// Live slots visited under one pin.
+        const RUN: usize = 256;
+        /// One run of `retain` under one pin. The slots it removes are retired together as one
+        /// batch (no link RMW or stack CAS per slot) and their occupancy bits are cleared one
+        /// word at a time, when the run ends, or when `f` panics (the drop).
+        struct Run<'m, K: Key, V> {
+            map: &'m SlotMap<K, V>,
+            shard: &'m Shard<V>,
+            removed: Vec<u32>,
+            clear: Option<(usize, usize, u64)>,
+            // Dropped after `drop` below has run: the flush is pinned.
+            pin: DomainGuard,
+        }
+        impl<K: Key, V> Drop for Run<'_, K, V> {
+            fn drop(&mut self) {
+                if let Some((page, word, mask)) = self.clear.take() {
+                    self.map.shared.pages.clear_occupied(page, word, mask);
+                }
+                if !self.removed.is_empty() {
+                    let removed = std::mem::take(&mut self.removed);
+                    self.map.shared.take_batch_with(self.shard, &self.map.domain, &self.pin, removed);
+                }
             }
         }
-        removed
+        let mut cursor = LiveCursor::default();
+        let mut removed = 0;
+        loop {
+            let (pin, shard) = self.pin_shard();
+            let mut run = Run { map: self, shard, removed: Vec::new(), clear: None, pin };
+            let mut done = true;
+            for _ in 0..RUN {
+                // Pinned: the cursor reads occupancy words, which go with their page.
+                let Some(index) = cursor.next_index(&self.shared.pages) else {
+                    done = true;
+                    break;
+                };
+                done = false;
+                let index32 = index as u32;
+                let Some(slot) = self.shared.pages.slot_by_bias(index32) else { continue };
+                // Acquire pairs with insert's Release version store. The bit was a hint.
+                let version = slot.version.load(Ordering::Acquire);
+                let Some(ptr) = slot.load_live(version) else { continue };
+                // SAFETY: read pinned after seeing the key live (as `Guard::get`); the
+                // reference does not outlive this iteration.
+                if f(key_of(index32, version), unsafe { &*ptr }) {
+                    continue;
+                }
+                // The remove transition, as in `unlink`. AcqRel: as there.
+                let next = if cfg!(epoch_slotmap_mutant = "remove_keeps_version") {
+                    version
+                } else {
+                    version.wrapping_add(1)
+                };
+                if slot.version.compare_exchange(version, next, Ordering::AcqRel, Ordering::Relaxed).is_err()
+                {
+                    continue;
+                }
+                removed += 1;
+                run.removed.push(index32);
+                let (page, offset) = locate(index);
+                let (word, bit) = (offset / 64, 1u64 << (offset % 64));
+                match &mut run.clear {
+                    Some((p, w, mask)) if (*p, *w) == (page, word) => *mask |= bit,
+                    clear => {
+                        if let Some((p, w, mask)) = clear.replace((page, word, bit)) {
+                            self.shared.pages.clear_occupied(p, w, mask);
+                        }
+                    }
+                }
+            }
+            drop(run);
+            // Unpinned, so the help rounds can let the epoch pass this thread.
+            self.after_batch(shard);
+            if done {
+                return removed;
+            }
+        }
     }
 
     /// Removes every entry.
@@ -815,9 +902,10 @@ impl<K: Key, V> SlotMap<K, V> {
         self.retain(|_, _| false);
     }
 
-    /// Number of live values: a count of the occupancy bits, one load per 64 slots (no
-    /// counter is shared by writers). Lock-free; under concurrent writes, a value inserted
-    /// or removed meanwhile may or may not be counted.
+    /// Number of live values: a count of the occupancy bits (no counter is shared by
+    /// writers). Cost: a pin and one load per 64 slots of capacity; no allocation, no wait.
+    /// Lock-free; under concurrent writes, a value inserted or removed meanwhile may or may not
+    /// be counted.
     ///
     /// ```
     /// let map = epoch_slotmap::SlotMap::new();
@@ -839,7 +927,7 @@ impl<K: Key, V> SlotMap<K, V> {
         self.len() == 0
     }
 
-    /// Number of slots allocated.
+    /// Number of slots allocated. Cost: one load.
     ///
     /// ```
     /// let map = epoch_slotmap::SlotMap::<_, ()>::new();
@@ -853,7 +941,8 @@ impl<K: Key, V> SlotMap<K, V> {
     }
 
     /// Bytes of slot pages the map holds now (values inline in them included; memory values
-    /// own behind pointers, and boxed replacements, not).
+    /// own behind pointers, and boxed replacements, not). Cost: a pin and a look at each of
+    /// the 25 page-table entries.
     ///
     /// ```
     /// let map = epoch_slotmap::SlotMap::<_, u64>::with_capacity(1000);
@@ -865,7 +954,9 @@ impl<K: Key, V> SlotMap<K, V> {
         self.shared.pages.allocated_bytes()
     }
 
-    /// A snapshot of the map's counters.
+    /// A snapshot of the map's counters. Cost: what [`len`](Self::len) costs, plus a few
+    /// loads per thread that ever wrote to the map (each has its own counters); no
+    /// allocation, no wait.
     ///
     /// ```
     /// let map = epoch_slotmap::SlotMap::new();

@@ -235,6 +235,22 @@ impl<V> PageTable<V> {
         }
     }
 
+    /// Clears the occupancy bits `mask` of word `word` of page `page`, whose slots the caller
+    /// has just killed (their versions made even) while pinned: `set_occupied(.., false)` for
+    /// several slots of one word in one RMW.
+    pub(crate) fn clear_occupied(&self, page: usize, word: usize, mask: u64) {
+        // Acquire pairs with the Release store in `install`, as in `occupancy`.
+        let bits = self.occupied[page].load(Ordering::Acquire);
+        assert!(!bits.is_null() && word < words(self.len_of(page)), "the killed slots' page has that word");
+        // SAFETY: the words are published (checked above) and hold `words(len_of(page))` words,
+        // of which `word` is one (checked above); the caller's pin keeps the page, as the
+        // killed slots (not vacant) do.
+        let word = unsafe { &*bits.add(word) };
+        // Relaxed: as in `set_occupied` (after the CASes that killed the slots, before the
+        // slots can be reused).
+        word.fetch_and(!mask, Ordering::Relaxed);
+    }
+
     /// Whether any occupancy bit of page `page` is set (a hint: a page without live values
     /// reads false unless an insert into it is under way). The caller is pinned, or is the
     /// releaser (only it removes pages).

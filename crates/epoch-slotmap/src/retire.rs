@@ -46,6 +46,8 @@ use crate::sync::{Ordering, yield_now};
 /// A batch taken off one shard's retire stacks, waiting for (then past) its grace period.
 pub(crate) struct Batch<V> {
     slots: [u32; REMOVED_STACKS],
+    /// Removed slots retired in bulk (`retain`), listed here instead of on a stack.
+    bulk: Vec<u32>,
     nodes: *mut Retired<V>,
     parity: usize,
     pub(crate) next: *mut Batch<V>,
@@ -72,20 +74,34 @@ impl<V> Shared<V> {
     /// Takes everything `shard` retired so far into one batch, defers it and flushes it to the
     /// global queue.
     pub(crate) fn take_batch(&self, shard: &Shard<V>, domain: &Domain, guard: &DomainGuard) {
+        self.take_batch_with(shard, domain, guard, Vec::new());
+    }
+
+    /// `take_batch`, with `bulk`: slots whose removal the caller won (their versions made
+    /// even and occupancy bits cleared) and retires here, instead of through the stacks.
+    pub(crate) fn take_batch_with(
+        &self,
+        shard: &Shard<V>,
+        domain: &Domain,
+        guard: &DomainGuard,
+        bulk: Vec<u32>,
+    ) {
         // Nothing to take: no batch to register either. A retirement that happened before this
         // call is seen by the look (coherence), unless a concurrent take swapped it away, and
         // that taker registered its batch first (which `reclaim` then waits for).
-        if shard.nothing_retired() {
+        if bulk.is_empty() && shard.nothing_retired() {
             return;
         }
         let parity = shard.register_batch();
         let slots = shard.take_removed();
         let nodes = shard.take_replaced();
-        if slots == [NIL; REMOVED_STACKS] && nodes.is_null() {
+        if slots == [NIL; REMOVED_STACKS] && nodes.is_null() && bulk.is_empty() {
             shard.batch_done(parity);
             return;
         }
-        let batch = Box::into_raw(Box::new(Batch { slots, nodes, parity, next: std::ptr::null_mut() }));
+        // Relaxed: a statistic (see `Shard::removing`).
+        shard.counters.removes_retired.fetch_add(bulk.len(), Ordering::Relaxed);
+        let batch = Box::into_raw(Box::new(Batch { slots, bulk, nodes, parity, next: std::ptr::null_mut() }));
         if cfg!(epoch_slotmap_mutant = "free_at_once") {
             // Mutant for the loom suite: no grace period at all.
             push_ripe(shard, batch);
@@ -129,7 +145,7 @@ impl<V> Shared<V> {
             let record = unsafe { Box::from_raw(batch) };
             batch = record.next;
             // SAFETY: the record is ripe: its grace period has passed; it runs once (we own it).
-            unsafe { self.run_batch(shard, record.slots, record.nodes, record.parity) };
+            unsafe { self.run_batch(shard, record.slots, &record.bulk, record.nodes, record.parity) };
         }
         any
     }
@@ -203,6 +219,7 @@ impl<V> Shared<V> {
         &self,
         shard: &Shard<V>,
         slots: [u32; REMOVED_STACKS],
+        bulk: &[u32],
         nodes: *mut Retired<V>,
         parity: usize,
     ) {
@@ -249,38 +266,19 @@ impl<V> Shared<V> {
                     continue;
                 }
                 any = true;
-                let slot = self.slot(*index);
-                // Acquire pairs with the AcqRel `fetch_and` of the note's runner: a clear
-                // INLINE_PENDING means the inline value's drop happened before. Only a
-                // `replace`/`update` that saw the key live sets the bit, while still pinned, and
-                // the grace period since the slot died waited for that pin (or the map is
-                // borrowed mutably): a clear bit stays clear, and nobody else writes `aux` now.
-                // The link bits came with the chain (the Acquire swap that took it, then the
-                // ripe stack's Release/Acquire pair); only we rewrite them, below.
-                let aux = slot.aux.load(Ordering::Acquire);
-                let next = aux & LINK_MASK;
-                // SAFETY: removed before this batch was taken; nobody can see its value now.
-                unsafe { self.drop_current_in_place(slot) };
+                // SAFETY: removed before this batch was taken (the batch's contract).
+                *index = unsafe { self.retire_slot(*index, &mut chains, &mut waiting, &mut retired_slots) }
+                    & LINK_MASK;
                 removed += 1;
-                if aux & INLINE_PENDING != 0 {
-                    waiting.push(*index);
-                // Relaxed: this thread (or one it synchronised with) made the version even.
-                } else if slot.version.load(Ordering::Relaxed) == 0 {
-                    retired_slots += 1;
-                } else {
-                    let chain = &mut chains[locate_page(*index as usize)];
-                    // Relaxed: published by the Release CAS of the push. Clears the flag bits.
-                    slot.aux.store(chain.first, Ordering::Relaxed);
-                    if chain.last == NIL {
-                        chain.last = *index;
-                    }
-                    chain.first = *index;
-                }
-                *index = next;
             }
             if !any {
                 break;
             }
+        }
+        for &index in bulk {
+            // SAFETY: as above; its link bits are not read.
+            unsafe { self.retire_slot(index, &mut chains, &mut waiting, &mut retired_slots) };
+            removed += 1;
         }
         // Relaxed: statistics; `reclaim` synchronises through `in_flight` below. Updated
         // before any slot of the batch can be reused, so `pending` never counts a value twice.
@@ -318,6 +316,49 @@ impl<V> Shared<V> {
             self.finish_drop(shard, index);
         }
         shard.batch_done(parity);
+    }
+
+    /// Pass 2 of `run_batch` for one removed slot: drops its value, and puts it on its page's
+    /// local chain, or among the `waiting` (its inline value's note has not run yet), or counts
+    /// it retired for good. Returns the slot's `aux` word as it was (its link, for a chain).
+    ///
+    /// # Safety
+    /// The slot was removed before the batch was taken, and the batch's grace period has
+    /// passed (or the map is exclusively borrowed).
+    #[inline(always)]
+    unsafe fn retire_slot(
+        &self,
+        index: u32,
+        chains: &mut [Chain; PAGES],
+        waiting: &mut Vec<u32>,
+        retired_slots: &mut usize,
+    ) -> u32 {
+        let slot = self.slot(index);
+        // Acquire pairs with the AcqRel `fetch_and` of the note's runner: a clear
+        // INLINE_PENDING means the inline value's drop happened before. Only a
+        // `replace`/`update` that saw the key live sets the bit, while still pinned, and
+        // the grace period since the slot died waited for that pin (or the map is
+        // borrowed mutably): a clear bit stays clear, and nobody else writes `aux` now.
+        // The link bits came with the chain (the Acquire swap that took it, then the
+        // ripe stack's Release/Acquire pair); only we rewrite them, below.
+        let aux = slot.aux.load(Ordering::Acquire);
+        // SAFETY: the caller's contract: nobody can see its value now.
+        unsafe { self.drop_current_in_place(slot) };
+        if aux & INLINE_PENDING != 0 {
+            waiting.push(index);
+        // Relaxed: this thread (or one it synchronised with) made the version even.
+        } else if slot.version.load(Ordering::Relaxed) == 0 {
+            *retired_slots += 1;
+        } else {
+            let chain = &mut chains[locate_page(index as usize)];
+            // Relaxed: published by the Release CAS of the push. Clears the flag bits.
+            slot.aux.store(chain.first, Ordering::Relaxed);
+            if chain.last == NIL {
+                chain.last = index;
+            }
+            chain.first = index;
+        }
+        aux
     }
 
     /// Takes the value word of a dead slot, leaving null: null, the inline storage's address,
@@ -432,7 +473,7 @@ impl<V> Shared<V> {
             let slots = shard.take_removed();
             let nodes = shard.take_replaced();
             // SAFETY: the caller guarantees no reader; the chains come from these swaps.
-            unsafe { self.run_batch(shard, slots, nodes, parity) };
+            unsafe { self.run_batch(shard, slots, &[], nodes, parity) };
         }
     }
 

@@ -197,3 +197,17 @@ fn extend_from_iterator_get_with_and_default_key_constructors() {
     limited.insert(1u8);
     assert_eq!(limited.try_insert(2).unwrap_err().into_inner(), 2);
 }
+
+#[test]
+fn owning_iterators_dropped_early_drop_everything() {
+    let ledger = Ledger::new();
+    let map = SlotMap::new();
+    for i in 0..300 {
+        map.insert(Tracked::new(i, &ledger));
+    }
+    let mut into = map.into_iter();
+    assert_eq!(into.next().map(|(_, v)| v.id), Some(0));
+    drop(into);
+    assert_eq!(ledger.live(), 0, "the values after the first, in its word and beyond, were dropped");
+    assert_eq!(ledger.double_drops.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
