@@ -66,7 +66,12 @@ pub struct Guard<'m, K: Key, V> {
 }
 
 impl<'m, K: Key, V> Guard<'m, K, V> {
-    /// The value of `key`, if it is live. Stale, null, foreign or garbage keys give `None`.
+    /// The value of `key`, if it is live. Stale, null and garbage keys give `None`.
+    ///
+    /// A key is checked only against its slot's version, as in `slotmap`: a key of another
+    /// map whose index and version happen to be live here reads this map's value (every fresh
+    /// map hands out the same first keys). Give each map its own key type
+    /// ([`new_key_type!`](crate::new_key_type)) so the compiler keeps keys apart.
     ///
     /// ```
     /// use epoch_slotmap::{Key, KeyData, SlotMap};

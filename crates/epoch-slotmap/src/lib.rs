@@ -83,6 +83,19 @@
 //! work with them. Each slot goes through at most 2^31 - 1 occupants; a slot whose version would
 //! wrap is retired for good (`stats().retired`), so no stale key can ever alias a new value.
 //!
+//! A key is checked only against its slot's version, as in `slotmap`: it does not remember its
+//! map, so a key of another map whose index and version are live in this one reads this one's
+//! value (fresh maps hand out the same first keys). Declare one key type per map with
+//! [`new_key_type!`] and the compiler keeps them apart:
+//!
+//! ```compile_fail
+//! epoch_slotmap::new_key_type! { struct RouteId; struct AclId; }
+//! let routes = epoch_slotmap::SlotMap::<RouteId, &str>::with_key();
+//! let acls = epoch_slotmap::SlotMap::<AclId, &str>::with_key();
+//! let route = routes.insert("/api");
+//! acls.remove(route); // error: expected `AclId`, found `RouteId`
+//! ```
+//!
 //! # Features
 //!
 //! - `serde`: `Serialize` for [`SlotMap`] and [`Guard`] (what one guard sees) and
@@ -135,3 +148,8 @@ pub use wait::TakeError;
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/reclamation.md")]
 pub struct ReclamationGuide;
+
+/// The examples of `docs/migrating.md`, run as doctests so the guide stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/migrating.md")]
+pub struct MigratingGuide;

@@ -45,21 +45,24 @@ fn stale_key_never_reaches_the_next_occupant() {
 }
 
 #[test]
-fn null_foreign_and_garbage_keys_are_rejected() {
+fn null_and_garbage_keys_are_rejected_and_foreign_keys_are_checked_only_by_version() {
     let map = SlotMap::new();
     let other = SlotMap::new();
     let live = map.insert(5u32);
     let foreign = other.insert(6u32);
-    for _ in 0..3 {
-        other.insert(0);
-    }
+    let foreign_vacant = other.insert(7u32);
     let null = DefaultKey::null();
     let guard = map.pin();
     assert_eq!(guard.get(null), None);
     assert!(!map.contains_key(null));
     assert!(!map.remove(null));
-    // A foreign key for index 1 with version 1: index 1 is vacant here.
-    let _ = foreign;
+    // Documented (as slotmap's): a key is only checked against its slot's version, so a key of
+    // another map whose (index, version) is live here reads this map's value. Both maps handed
+    // out index 0, version 3 first.
+    assert_eq!(foreign, live);
+    assert_eq!(guard.get(foreign), Some(&5));
+    // The same key bits with a version this slot has not reached, or at a vacant index: None.
+    assert_eq!(guard.get(foreign_vacant), None);
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for _ in 0..scaled(100_000) {
         // xorshift: arbitrary 64-bit keys, including huge indexes and every version.
