@@ -568,3 +568,40 @@ impl KeySet {
         self.0[i].store(k, Ordering::Relaxed);
     }
 }
+
+// -- read-only baselines for the scaling workload --------------------------------------------
+
+/// A plain `slotmap::SlotMap` shared by reference among reader threads (no writer: nothing to
+/// synchronise), read with one crossbeam-epoch pin per lookup (`PIN_FLOOR`) or with nothing:
+/// the floor any crossbeam-based pin-per-lookup map can reach, and the floor of a lookup.
+pub struct SharedSlotMap<const PIN: bool> {
+    map: slotmap::SlotMap<DefaultKey, Rule>,
+}
+
+impl<const PIN: bool> SharedSlotMap<PIN> {
+    pub const NAME: &'static str =
+        if PIN { "slotmap + crossbeam-epoch pin (the pin floor)" } else { "slotmap (read-only, no sync)" };
+
+    /// `n` rules and their keys, shuffled.
+    pub fn filled(n: usize) -> (Self, Vec<u64>) {
+        let mut map = slotmap::SlotMap::with_capacity(n);
+        let mut keys: Vec<u64> = (0..n as u64).map(|i| ffi(map.insert(Rule::new(i)))).collect();
+        Rng(0x2545_F491_4F6C_DD1D).shuffle(&mut keys);
+        (Self { map }, keys)
+    }
+
+    #[inline]
+    pub fn read(&self, k: u64) -> Option<u64> {
+        if PIN {
+            let _pin = crossbeam_epoch::pin();
+            self.map.get(key(k)).map(checksum)
+        } else {
+            self.map.get(key(k)).map(checksum)
+        }
+    }
+
+    pub fn read_batch(&self, keys: &[u64]) -> u64 {
+        let _pin = PIN.then(crossbeam_epoch::pin);
+        keys.iter().map(|&k| self.map.get(key(k)).map_or(0, checksum)).sum()
+    }
+}
