@@ -16,8 +16,11 @@ impl Ledger {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
+    /// Values created and not yet dropped. Under concurrency, an over-estimate, never an
+    /// underflow: drops are read first, and a value is created before it is dropped.
     pub fn live(&self) -> usize {
-        self.created.load(Ordering::SeqCst) - self.dropped.load(Ordering::SeqCst)
+        let dropped = self.dropped.load(Ordering::SeqCst);
+        self.created.load(Ordering::SeqCst) - dropped
     }
 }
 
