@@ -51,6 +51,8 @@ pub trait Contender {
     fn iter_sum(&self) -> u64;
     /// Makes the contender release what it removed (its own quiescence step).
     fn quiesce(&self) {}
+    /// What `quiesce` calls, for the memory rows ("nothing" when it does nothing).
+    const QUIESCE: &'static str = "nothing";
     /// Whether the contender supports write workloads at 100k entries (false for snapshots).
     const WRITES: bool = true;
 }
@@ -127,6 +129,7 @@ impl Contender for Ours {
     fn quiesce(&self) {
         self.0.reclaim();
     }
+    const QUIESCE: &'static str = "reclaim()";
 }
 
 /// epoch-slotmap whose `replace` is a remove plus an insert (a new key), like the adapters of
@@ -344,6 +347,7 @@ impl Contender for DashMap {
     fn quiesce(&self) {
         self.0.shrink_to_fit();
     }
+    const QUIESCE: &'static str = "shrink_to_fit()";
 }
 
 pub struct Papaya(papaya::HashMap<u64, Rule>, AtomicU64);

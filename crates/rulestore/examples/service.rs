@@ -46,47 +46,26 @@
 //! ```
 #![allow(clippy::print_stdout)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, RwLock};
 use std::time::{Duration, Instant};
 
 use rulestore::{Rule, RuleId, RuleStore};
 
 // ---------------------------------------------------------------------------------------
-// Heap accounting.
+// Heap accounting: the counting allocator the benchmark report and the engine's memory test
+// use too.
 
-/// Counts the bytes the program has allocated and not freed.
-struct CountingAllocator;
-
-static HEAP_IN_USE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call forwards to `System` with the caller's arguments; only counts.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HEAP_IN_USE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller upholds `alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HEAP_IN_USE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HEAP_IN_USE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "../../../benches/src/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
 
 /// Bytes allocated and not freed.
 pub fn heap_in_use() -> isize {
-    HEAP_IN_USE.load(Ordering::Relaxed)
+    counting_alloc::in_use()
 }
 
 /// What the run may keep beyond the store's slot pages: crossbeam-epoch's own bookkeeping

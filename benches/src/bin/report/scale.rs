@@ -283,6 +283,20 @@ pub struct Row {
     pub ratio: Option<f64>,
 }
 
+/// The method, in two sentences.
+pub fn method(s: &Settings) -> String {
+    format!(
+        "Each scenario builds every contender's table once ({} live 64-byte rules), then in each \
+         of {} rounds runs every contender at every thread count back to back, {} ms each, in an \
+         order rotated per round; figures are Mops/s summed over threads, medians of the rounds, \
+         and the scaling ratio is the median of each round's ratio. Writers work on their own \
+         partition of the key table; a write is one remove + one insert.",
+        s.live,
+        s.rounds,
+        s.window.as_millis()
+    )
+}
+
 /// Every scenario's rows.
 pub struct Results {
     pub threads: Vec<usize>,
