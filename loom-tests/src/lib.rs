@@ -104,6 +104,19 @@ pub fn read_as(side: &Side, value: *const Val, id: usize) -> usize {
     id
 }
 
+/// A reader's whole turn: pins `map`, looks `key` up and, if it is live, reads it as value
+/// `id` (see [`read_as`]). Returns whether it saw the value.
+pub fn pinned_read(map: &SlotMap<DefaultKey, Val>, side: &Side, key: DefaultKey, id: usize) -> bool {
+    let guard = map.pin();
+    match guard.get(key) {
+        Some(v) => {
+            read_as(side, v, id);
+            true
+        }
+        None => false,
+    }
+}
+
 /// The two reclaimers a scenario runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reclaimer {

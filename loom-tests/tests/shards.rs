@@ -7,7 +7,7 @@
 use epoch_slotmap::{DefaultKey, Key, SlotMap};
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{Outcomes, Reclaimer, Side, Val, read_as, scenario};
+use loom_tests::{Outcomes, Reclaimer, Side, Val, pinned_read, read_as, scenario};
 
 type Map = SlotMap<DefaultKey, Val>;
 
@@ -63,14 +63,7 @@ scenario!(insert_at_the_limit_waits_for_a_grace_period, heavy, AT_THE_LIMIT => [
     let reader = {
         let (map, side) = (map.clone(), side.clone());
         thread::spawn(move || {
-            let guard = map.pin();
-            match guard.get(k0) {
-                Some(v) => {
-                    read_as(&side, v, 0);
-                    AT_THE_LIMIT.record("reader saw it");
-                }
-                None => AT_THE_LIMIT.record("reader missed it"),
-            }
+            AT_THE_LIMIT.record(if pinned_read(&map, &side, k0, 0) { "reader saw it" } else { "reader missed it" });
         })
     };
     let writer = {

@@ -7,7 +7,7 @@ use epoch_slotmap::{DefaultKey, Key, SlotMap};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use loom_tests::{Outcomes, Reclaimer, Side, Val, read_as, scenario};
+use loom_tests::{Outcomes, Reclaimer, Side, Val, pinned_read, read_as, scenario};
 
 type Map = SlotMap<DefaultKey, Val>;
 
@@ -396,14 +396,7 @@ scenario!(reclaim_vs_pinned_reader, heavy, RECLAIM_VS_READER => ["hit", "miss"],
     let reader = {
         let (map, side) = (map.clone(), side.clone());
         thread::spawn(move || {
-            let guard = map.pin();
-            match guard.get(k) {
-                Some(v) => {
-                    read_as(&side, v, 0);
-                    RECLAIM_VS_READER.record("hit");
-                }
-                None => RECLAIM_VS_READER.record("miss"),
-            }
+            RECLAIM_VS_READER.record(if pinned_read(&map, &side, k, 0) { "hit" } else { "miss" });
         })
     };
     let reclaimer = {
