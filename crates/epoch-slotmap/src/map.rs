@@ -1089,19 +1089,18 @@ impl<K: Key, V> Drop for SlotMap<K, V> {
         self.domain.shut_down();
         self.shared.run_all_ripe();
         let mut first_panic = None;
-        if std::mem::needs_drop::<V>() {
-            // Every retired value has been dropped above, so a set occupancy bit is exactly a
-            // live value: visit those only.
-            let mut cursor = crate::iter::LiveCursor::default();
-            while let Some(index) = cursor.next_index(&self.shared.pages) {
-                // SAFETY: a live slot's value, and `&mut self` excludes readers.
-                if let Some(value) = unsafe { self.shared.drop_current(index as u32) }
-                    && let Err(panic) = catch_unwind(AssertUnwindSafe(move || drop(value)))
-                {
-                    match first_panic {
-                        None => first_panic = Some(panic),
-                        Some(_) => crate::retire::drop_payload(panic),
-                    }
+        // Every retired value has been dropped above, so a set occupancy bit is exactly a live
+        // value: visit those only. (Even for values without drop glue: a replaced value lives
+        // in a boxed node that must be freed.)
+        let mut cursor = crate::iter::LiveCursor::default();
+        while let Some(index) = cursor.next_index(&self.shared.pages) {
+            // SAFETY: a live slot's value, and `&mut self` excludes readers.
+            if let Some(value) = unsafe { self.shared.drop_current(index as u32) }
+                && let Err(panic) = catch_unwind(AssertUnwindSafe(move || drop(value)))
+            {
+                match first_panic {
+                    None => first_panic = Some(panic),
+                    Some(_) => crate::retire::drop_payload(panic),
                 }
             }
         }
