@@ -520,7 +520,13 @@ pub fn chart(r: &Results, path: &std::path::Path) -> Result<(), Box<dyn std::err
             .x_label_area_size(22)
             .y_label_area_size(44)
             .build_cartesian_2d(1.0..max_t.max(2.0), 0.0..top)?;
-        chart.configure_mesh().x_desc("threads").y_desc("Mops/s").draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("threads")
+            .y_desc("Mops/s")
+            .x_labels(r.threads.len().max(2))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .draw()?;
         for (i, row) in rows.iter().enumerate() {
             let (who, points) = (&row.who, &row.points);
             let color = if *who == Who::Ours { RED } else { colors[i % colors.len()] };
@@ -531,6 +537,8 @@ pub fn chart(r: &Results, path: &std::path::Path) -> Result<(), Box<dyn std::err
                 .filter(|(t, _)| *scenario != Scenario::OneWriter || **t >= 2)
                 .map(|(t, p)| (*t as f64, value(p)))
                 .collect();
+            // Markers too: a scenario measured at one thread count is one point.
+            chart.draw_series(series.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
             chart
                 .draw_series(LineSeries::new(series, color.stroke_width(2)))?
                 .label(who.name())
