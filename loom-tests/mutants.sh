@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Proves the loom suite bites: builds the engine with each deliberate bug
-# (`--cfg epoch_slotmap_mutant="..."`) and runs the loom scenarios until one fails. Each
+# Proves the loom suite bites: builds the engine once with every deliberate bug compiled in
+# (`--cfg epoch_slotmap_mutants`), then for each bug turns it on (`EPOCH_SLOTMAP_MUTANT=name`,
+# see crates/epoch-slotmap/src/mutant.rs) and runs the loom scenarios until one fails. Each
 # mutant names the scenario expected to kill it, which runs first; if it survives that, the
 # whole suite runs. A mutant is killed only by a scenario that FAILED (a failed assertion or a
 # violation loom detected); a scenario that timed out proves nothing, so a mutant that only
@@ -27,10 +28,11 @@ order=(free_at_once no_version_check relaxed_publish untagged_free_list remove_k
        hint_without_recheck shrink_keeps_the_slots limit_without_wait)
 [ $# -gt 0 ] && order=("$@")
 export LOOM_TARGET_DIR="${LOOM_TARGET_DIR:-target-loom-mutants}"
+export EXTRA_RUSTFLAGS="--cfg epoch_slotmap_mutants"
 killed=0; total=0; table=()
 for m in "${order[@]}"; do
   total=$((total + 1))
-  export EXTRA_RUSTFLAGS="--cfg epoch_slotmap_mutant=\"$m\""
+  export EPOCH_SLOTMAP_MUTANT="$m"
   start=$(date +%s)
   out=$(LOOM_SCENARIO_TIMEOUT=${LOOM_SCENARIO_TIMEOUT:-240} loom-tests/suite.sh "${first[$m]:-}" 2>&1)
   if ! grep -q "result=FAILED" <<<"$out"; then

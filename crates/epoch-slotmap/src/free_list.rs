@@ -41,7 +41,7 @@ pub(crate) struct FreeList {
 #[inline(always)]
 fn bump(head: u64) -> u32 {
     // Mutant for the loom suite: a constant tag reopens the ABA window.
-    if cfg!(epoch_slotmap_mutant = "untagged_free_list") {
+    if crate::mutant::active("untagged_free_list") {
         (head >> 32) as u32
     } else {
         ((head >> 32) as u32).wrapping_add(1)
@@ -206,7 +206,7 @@ impl PagedFreeList {
         // came before ours, which makes its push visible to the look below.
         let hint = self.nonempty.fetch_and(!bit, Ordering::AcqRel) & !bit;
         // Mutant for the loom suite: clear the bit without looking again.
-        if !cfg!(epoch_slotmap_mutant = "hint_without_recheck") && !self.lists[page].is_empty() {
+        if !crate::mutant::active("hint_without_recheck") && !self.lists[page].is_empty() {
             // AcqRel: as above.
             return self.nonempty.fetch_or(bit, Ordering::AcqRel) | bit;
         }

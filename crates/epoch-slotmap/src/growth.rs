@@ -94,7 +94,7 @@ impl<V> Shared<V> {
             }
             if vacant == self.pages.len_of(page) {
                 self.release_page(domain, page);
-            } else if !cfg!(epoch_slotmap_mutant = "shrink_keeps_the_slots") {
+            } else if !crate::mutant::active("shrink_keeps_the_slots") {
                 // Mutant for the loom suite: the chains are never given back.
                 for (shard, first, last) in taken {
                     shard.free.push_chain(&self.pages, page, first, last);

@@ -72,9 +72,26 @@
 //! | `sharded-slab` | index + generation | lock-free, guard per item (RMW) | lock-free | when the last guard goes | pages freed only on drop |
 //! | `concurrent-slotmap` | generational | lock-free (Hyaline) | lock-free | after reclamation, not observable | never shrinks |
 //! | `papaya::HashMap` | your own (no generations) | lock-free | lock-free | after reclamation (seize) | table shrinks; stale keys can alias |
-//! | `RwLock<SlotMap>` | generational | blocks behind writers | exclusive | at once | never shrinks |
+//! | `RwLock<SlotMap>` | generational | wait for writers | exclusive; readers and writers wait for each other | at once | never shrinks |
 //!
-//! Figures: `docs/benchmarks.md` (ratios against all of these, from one run).
+//! Where another table is the better choice (`docs/benchmarks.md` has the figures, all
+//! contenders measured in one run, and `report --scale` measures them on your cores):
+//!
+//! - **Write-heavy tables: `sharded-slab`.** When most operations are inserts and removes
+//!   (the Exchange mix, or writes on every thread) it does more of them per second than this
+//!   map.
+//! - **One thread alone: `RwLock<SlotMap>`.** Uncontended, a lock and a plain `slotmap` write
+//!   faster than a map that must defer every free; it falls behind once a second thread
+//!   contends for the lock.
+//! - **Lookups as cheap as they get: `slotmap` or `concurrent-slotmap`.** A lookup under a held
+//!   guard costs this map a little more than theirs, and `concurrent-slotmap`'s pin per lookup
+//!   scales better with reader threads.
+//! - **Memory after deleting everything: a hash map that shrinks.** After `reclaim` and
+//!   [`SlotMap::shrink_to_fit`] this map still keeps its first page and its bookkeeping.
+//!
+//! It wins read-mostly mixes where every thread reads and sometimes writes, sparse
+//! iteration, and the guarantee the others do not give: `reclaim()` returns when removed
+//! values are dropped.
 //!
 //! # Versions
 //!
@@ -128,6 +145,7 @@ mod growth;
 mod guard;
 mod iter;
 mod map;
+mod mutant;
 mod page;
 mod retire;
 mod shard;

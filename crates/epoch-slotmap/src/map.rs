@@ -337,7 +337,7 @@ impl<K: Key, V> SlotMap<K, V> {
     #[inline(never)]
     fn alloc_slot_at_limit(&self) -> Option<(u32, &Slot<V>, &Shard<V>)> {
         // Mutant for the loom suite: report the map full without waiting.
-        if cfg!(epoch_slotmap_mutant = "limit_without_wait") {
+        if crate::mutant::active("limit_without_wait") {
             return None;
         }
         if self.domain.is_pinned_here() {
@@ -576,11 +576,8 @@ impl<K: Key, V> SlotMap<K, V> {
         self.shared.pages.set_occupied(index, true);
         // Release pairs with the Acquire version loads of readers and removers.
         // (Mutant for the loom suite: Relaxed publication.)
-        let publish = if cfg!(epoch_slotmap_mutant = "relaxed_publish") {
-            Ordering::Relaxed
-        } else {
-            Ordering::Release
-        };
+        let publish =
+            if crate::mutant::active("relaxed_publish") { Ordering::Relaxed } else { Ordering::Release };
         slot.version.store(version, publish);
         Ok(key)
     }
@@ -704,11 +701,8 @@ impl<K: Key, V> SlotMap<K, V> {
         if version & 1 == 0 {
             return None;
         }
-        let next = if cfg!(epoch_slotmap_mutant = "remove_keeps_version") {
-            version
-        } else {
-            version.wrapping_add(1)
-        };
+        let next =
+            if crate::mutant::active("remove_keeps_version") { version } else { version.wrapping_add(1) };
         // AcqRel: Acquire pairs with insert's Release (the slot's contents are ours to hand
         // to retirement); Release orders the kill before the retirement push.
         if slot.version.compare_exchange(version, next, Ordering::AcqRel, Ordering::Relaxed).is_err() {
@@ -859,7 +853,7 @@ impl<K: Key, V> SlotMap<K, V> {
                     continue;
                 }
                 // The remove transition, as in `unlink`. AcqRel: as there.
-                let next = if cfg!(epoch_slotmap_mutant = "remove_keeps_version") {
+                let next = if crate::mutant::active("remove_keeps_version") {
                     version
                 } else {
                     version.wrapping_add(1)

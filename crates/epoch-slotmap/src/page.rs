@@ -397,7 +397,7 @@ impl<V> PageTable<V> {
         let high = slots.iter().map(|slot| slot.version.load(Ordering::Relaxed)).max().unwrap_or(0);
         // Relaxed: published by the Release swap below, which `install` acquires.
         // (Mutant for the loom suite: forget the watermark.)
-        if !cfg!(epoch_slotmap_mutant = "shrink_without_watermark") {
+        if !crate::mutant::active("shrink_without_watermark") {
             self.watermark[page].fetch_max(high.next_multiple_of(2), Ordering::Relaxed);
         }
         // Release pairs with the Acquire load in `slot_by_bias`: a free-list pop that read

@@ -102,7 +102,7 @@ impl<V> Shared<V> {
         // Relaxed: a statistic (see `Shard::removing`).
         shard.counters.removes_retired.fetch_add(bulk.len(), Ordering::Relaxed);
         let batch = Box::into_raw(Box::new(Batch { slots, bulk, nodes, parity, next: std::ptr::null_mut() }));
-        if cfg!(epoch_slotmap_mutant = "free_at_once") {
+        if crate::mutant::active("free_at_once") {
             // Mutant for the loom suite: no grace period at all.
             push_ripe(shard, batch);
             return;
@@ -198,7 +198,7 @@ impl<V> Shared<V> {
         self.seal_all(domain);
         let waits: Vec<(&Shard<V>, usize)> =
             self.shards().map(|shard| (shard, shard.advance_generation())).collect();
-        if cfg!(epoch_slotmap_mutant = "reclaim_without_wait") {
+        if crate::mutant::active("reclaim_without_wait") {
             return true;
         }
         let done = drain(&waits);

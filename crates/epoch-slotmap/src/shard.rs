@@ -177,11 +177,7 @@ impl<V> Shard<V> {
             // Relaxed: only a guess, validated by the re-read.
             let generation = self.generation.load(Ordering::Relaxed);
             self.in_flight[generation & 1].fetch_add(1, Ordering::AcqRel);
-            // Mutant for the loom suite: no re-read, so a reclaim that bumped the generation
-            // in between does not wait for this batch.
-            if cfg!(epoch_slotmap_mutant = "batch_skips_generation_check")
-                || self.generation.fetch_add(0, Ordering::AcqRel) == generation
-            {
+            if self.generation.fetch_add(0, Ordering::AcqRel) == generation {
                 return generation & 1;
             }
             // AcqRel: as above.

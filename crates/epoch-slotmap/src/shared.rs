@@ -175,7 +175,7 @@ impl<V> Shared<V> {
         // Mutant for the loom suite: install without looking again, so two inserters that both
         // found the lists empty install two pages.
         // Unpinned: under the growth lock no page can be released (see `FreeList::pop`).
-        if !cfg!(epoch_slotmap_mutant = "grow_without_rescan")
+        if !crate::mutant::active("grow_without_rescan")
             && let Some(popped) = own.free.pop(&self.pages).or_else(|| self.steal(own))
         {
             return Some(popped);

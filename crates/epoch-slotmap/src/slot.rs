@@ -79,13 +79,12 @@ impl<V> Slot<V> {
     pub(crate) fn load_live(&self, version: u32) -> Option<*const V> {
         // An even version names a vacant slot: no key of ours has one (slotmap's `KeyData`
         // forces odd versions, but do not rely on another crate for memory safety).
-        if version & 1 == 0 && !cfg!(epoch_slotmap_mutant = "no_version_check") {
+        if version & 1 == 0 && !crate::mutant::active("no_version_check") {
             return None;
         }
         // Acquire pairs with the Release store of `version` in `insert` (which publishes
         // the inline value and the `value` pointer written before it).
-        if self.version.load(Ordering::Acquire) != version && !cfg!(epoch_slotmap_mutant = "no_version_check")
-        {
+        if self.version.load(Ordering::Acquire) != version && !crate::mutant::active("no_version_check") {
             return None;
         }
         // Acquire pairs with the Release CAS in `replace`/`update` that published a boxed

@@ -179,7 +179,7 @@ impl<K: Key, V> SlotMap<K, V> {
         }
         let (index, version) = split(key);
         let (slot, shard) = self.unlink(index, version).ok_or(TakeError::NotLive)?;
-        if !cfg!(epoch_slotmap_mutant = "take_without_wait") {
+        if !crate::mutant::active("take_without_wait") {
             let mut patience = Patience::new(self, "take", timeout);
             if !self.domain.synchronize(|| patience.keep_waiting()) {
                 // The key is dead; the value goes the way of any removed value.
