@@ -49,7 +49,12 @@ fn line(need: &str, unit: Unit, ours: Option<f64>, best: Option<(&str, f64)>, no
         (Some(o), Some((who, b))) if o == 0.0 || b == 0.0 => {
             // No ratio with a zero (a contender that keeps nothing): the figures say it.
             let verdict = if b <= o { format!("**{who}** wins") } else { "**ours**".to_owned() };
-            format!("| {need}{note} | {} | {} | {who}: {} | - | {verdict} |\n", unit.label(), fmt_num(o), fmt_num(b))
+            format!(
+                "| {need}{note} | {} | {} | {who}: {} | - | {verdict} |\n",
+                unit.label(),
+                fmt_num(o),
+                fmt_num(b)
+            )
         }
         (Some(o), Some((who, b))) => {
             let rel = unit.advantage(o, b);
