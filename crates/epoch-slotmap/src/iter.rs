@@ -11,6 +11,7 @@
 use std::fmt;
 use std::iter::FusedIterator;
 use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use slotmap::Key;
 
@@ -296,9 +297,26 @@ impl<K: Key, V> FusedIterator for Drain<'_, K, V> {}
 
 impl<K: Key, V> Drop for Drain<'_, K, V> {
     fn drop(&mut self) {
-        for entry in self.by_ref() {
-            drop(entry);
+        // The walk must end (`next` pushes the drained slots back when it does, and the cursor
+        // has cleared the current word's bits already), even if a value's `Drop` panics.
+        drop_rest(self);
+    }
+}
+
+/// Drops every entry `entries` still yields, containing panics in their `Drop` until the
+/// iterator is exhausted, then re-raises the first (as the map's own drop does).
+fn drop_rest<T>(entries: &mut impl Iterator<Item = T>) {
+    let mut first_panic = None;
+    for entry in entries {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(move || drop(entry))) {
+            match first_panic {
+                None => first_panic = Some(panic),
+                Some(_) => crate::retire::drop_payload(panic),
+            }
         }
+    }
+    if let Some(panic) = first_panic {
+        resume_unwind(panic);
     }
 }
 
@@ -338,11 +356,10 @@ impl<K: Key, V> Iterator for IntoIter<K, V> {
 
 impl<K: Key, V> Drop for IntoIter<K, V> {
     fn drop(&mut self) {
-        // The cursor clears a word's bits before it yields their slots: finish the walk, or
-        // the map's drop (which visits set bits) would miss the rest of the current word.
-        for entry in self.by_ref() {
-            drop(entry);
-        }
+        // The cursor clears a word's bits before it yields their slots: finish the walk, even
+        // past a panicking `Drop`, or the map's drop (which visits set bits) would miss the rest
+        // of the current word.
+        drop_rest(self);
     }
 }
 

@@ -273,6 +273,30 @@ fn panicking_drops_lose_no_slot() {
 }
 
 #[test]
+fn a_drain_dropped_early_finishes_its_walk_when_drops_panic() {
+    let mut map = SlotMap::new();
+    let n = if cfg!(miri) { 20 } else { 200 };
+    // Odd values panic when dropped: the leftovers of the drain include many.
+    let keys: Vec<_> = (0..n).map(|i| map.insert(PanicOnDrop(i))).collect();
+    let capacity = map.capacity();
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        let mut drain = map.drain();
+        assert_eq!(drain.next().map(|(_, v)| v.0), Some(0));
+        drop(drain);
+    }));
+    assert!(caught.is_err(), "the first panic reaches the caller");
+    assert_eq!(map.len(), 0);
+    assert_eq!(map.pin().iter().count(), 0);
+    assert!(keys.iter().all(|&k| !map.contains_key(k)), "no entry stayed readable");
+    let stats = map.stats();
+    assert_eq!(stats.vacant, stats.capacity, "every drained slot came back");
+    for i in 0..n {
+        map.insert(PanicOnDrop(i * 2));
+    }
+    assert_eq!(map.capacity(), capacity, "and is reused");
+}
+
+#[test]
 fn dropping_the_map_drops_every_value() {
     let ledger = Ledger::new();
     {
