@@ -312,7 +312,7 @@ scenario!(iter_vs_remove, scan, ITER_VS_REMOVE => ["saw 1", "saw 3"], |r: Reclai
 });
 
 static NEW_PAGE: Outcomes = Outcomes::new();
-scenario!(inserts_race_to_allocate_a_page, bound 5, NEW_PAGE => ["thread with value 2 got index 2", "thread with value 2 got index 3", "one page"], |r: Reclaimer| {
+scenario!(inserts_race_to_allocate_a_page, heavy, NEW_PAGE => ["thread with value 2 got index 2", "thread with value 2 got index 3", "one page"], |r: Reclaimer| {
     let side = Side::new(4);
     let map: Arc<Map> = Arc::new(r.map());
     // Under loom the first page holds 2 slots: fill it.

@@ -52,9 +52,11 @@
 //! in pages that double in size (32, 64, 128, ...) and never move, so references stay valid
 //! while the map grows.
 //!
-//! Capacity stays within `4 (L + P + T) + 32` slots (L, P: the peaks of live and pending
-//! values, T: threads in the map at once; docs/design.md), whatever the interleaving: an
-//! insert installs a page only after a look at every thread's free slots found none.
+//! Capacity stays within `4 (L + P + T) + 2 R + 32` slots (L, P: the peaks of live and
+//! pending values, T: threads in the map at once, R: slots retired for good, 0 in practice;
+//! docs/design.md), whatever the interleaving: an insert installs a page only after a look at
+//! every thread's free slots found none. Pages asked for up front (`with_capacity`,
+//! `reserve`) come on top.
 //!
 //! A map that grew and then shrank can give its memory back: after `reclaim`,
 //! [`SlotMap::shrink_to_fit`] releases every page whose slots are all vacant (not the first),

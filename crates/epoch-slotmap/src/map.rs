@@ -61,7 +61,9 @@ pub struct Stats {
     pub vacant: usize,
     /// Slots retired for good because their version would have wrapped.
     pub retired: usize,
-    /// Values removed or replaced whose drop has not run yet.
+    /// Values removed or replaced whose drop has not run yet, or whose slot the batch that
+    /// dropped them has not handed back yet (under concurrent writes it can briefly count a
+    /// slot an insert has already reused).
     pub pending: usize,
 }
 

@@ -158,7 +158,8 @@ impl<V> Shared<V> {
     }
 
     /// Returns once everything retired on any shard before the call has been dropped and its
-    /// slot recycled (true), or when `keep_waiting` says to stop first (false; what is left is
+    /// slot recycled, bar a slot still waiting for a note a racing replace queued after the
+    /// seal (true), or when `keep_waiting` says to stop first (false; what is left is
     /// dropped later, as any retirement). The caller holds the reclaim lock and is not pinned.
     pub(crate) fn reclaim_wait(
         &self,
@@ -280,15 +281,6 @@ impl<V> Shared<V> {
             unsafe { self.retire_slot(index, &mut chains, &mut waiting, &mut retired_slots) };
             removed += 1;
         }
-        // Relaxed: statistics; `reclaim` synchronises through `in_flight` below. Updated
-        // before any slot of the batch can be reused, so `pending` never counts a value twice.
-        let counters = &shard.counters;
-        counters.replaces_done.fetch_add(replaced, Ordering::Relaxed);
-        counters.removes_done.fetch_add(removed, Ordering::Relaxed);
-        if retired_slots != 0 {
-            counters.retired_slots.fetch_add(retired_slots, Ordering::Relaxed);
-        }
-
         // Pass 3: free the nodes; a note clears INLINE_PENDING (recycling its slot if the
         // slot's removal ran first, in an earlier batch); then the chains and the waiting slots.
         let mut node = nodes;
@@ -314,6 +306,17 @@ impl<V> Shared<V> {
         }
         for index in waiting {
             self.finish_drop(shard, index);
+        }
+        // Counted done only now, after every slot of the batch is back on a list (or waits
+        // for a note, itself pending): between a slot's drop above and its push, it is on no
+        // list, and the memory bound (docs/design.md) counts it as pending. So `pending` can
+        // briefly count a slot that an insert has already reused, never miss one that is in
+        // neither place. Relaxed: statistics; `reclaim` synchronises through `in_flight`.
+        let counters = &shard.counters;
+        counters.replaces_done.fetch_add(replaced, Ordering::Relaxed);
+        counters.removes_done.fetch_add(removed, Ordering::Relaxed);
+        if retired_slots != 0 {
+            counters.retired_slots.fetch_add(retired_slots, Ordering::Relaxed);
         }
         shard.batch_done(parity);
     }

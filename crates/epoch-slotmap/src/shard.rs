@@ -224,7 +224,8 @@ impl<V> Shard<V> {
         (c.removes_retired.load(Ordering::Relaxed) + on_stacks).saturating_sub(done)
     }
 
-    /// Values removed or replaced on this shard whose drop has not run yet.
+    /// Values removed or replaced on this shard whose drop has not run yet, or whose slot the
+    /// batch that dropped them has not handed back yet.
     pub(crate) fn pending(&self) -> usize {
         let c = &self.counters;
         // Relaxed: statistics. A batch may drop a replaced value before its retirement is

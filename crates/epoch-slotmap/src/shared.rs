@@ -3,12 +3,14 @@
 //! Invariant (the memory bound): a page is installed only under `growth_lock`, and only after a
 //! look at every shard's free lists, made under that lock, found no vacant slot. Page releases
 //! (`shrink_to_fit`) take and give back free lists under the same lock. So when a page is
-//! installed, every slot of the existing pages is live, removed and waiting for its grace
-//! period (pending), popped by an inserter that has not published it yet, retired for good, or
+//! installed, every slot of the existing pages is live, pending (removed or replaced and not
+//! yet pushed back by its batch: `Shard::pending` counts it until then), popped by an inserter
+//! that has not published it yet, retired for good, or
 //! was one of those while the look passed its shard; and the new page is at most as large as
 //! all the pages below it plus the first page's size. Hence, with `L` and `P` the peaks of live
 //! and pending values, `T` the threads inside the map at once and `R` the slots retired for
-//! good: capacity <= 4 (L + P + T) + 2 R + FIRST_PAGE (docs/design.md, "The memory bound").
+//! good: capacity <= 4 (L + P + T) + 2 R + FIRST_PAGE (docs/design.md, "The memory bound"),
+//! plus the pages `with_capacity` and `reserve` install up front (`install_next_page`).
 //!
 //! An insert looks, in order: its own shard's free lists (pinned, no shared cache line), its
 //! own shard's ripe batches, every other shard's free lists (a steal), every shard's ripe
@@ -52,8 +54,10 @@ impl<V> std::ops::Deref for SharedBox<V> {
 
 impl<V> Drop for SharedBox<V> {
     fn drop(&mut self) {
-        // SAFETY: from `Box::leak` in `new`; freed once, here. The map's drop has run every
-        // deferred function that pointed into it (it shuts the domain down first).
+        // SAFETY: from `Box::leak` in `new`; freed once, here. The map's drop shut the domain
+        // down first: every deferred function that pointed into it has run, or can never run
+        // (a guard forgotten with `mem::forget` leaves its participant pinned, so the domain's
+        // collector is leaked with its queue, never drained; domain/epoch.rs, `shut_down`).
         drop(unsafe { Box::from_raw(self.0.as_ptr()) });
     }
 }
@@ -230,7 +234,8 @@ impl<V> Drop for Shared<V> {
         let mut shard = self.shards.load(Ordering::Relaxed);
         while !shard.is_null() {
             // SAFETY: from `Box::into_raw` in `new_shard`, freed once, here; the map ran every
-            // batch and deferred function before dropping `Shared`.
+            // batch before dropping `Shared`, and every deferred function either ran or can
+            // never run (see `SharedBox::drop`).
             let boxed = unsafe { Box::from_raw(shard) };
             shard = boxed.next.cast_mut();
         }

@@ -197,8 +197,10 @@ impl<K: Key, V> SlotMap<K, V> {
         value.ok_or(TakeError::NotLive)
     }
 
-    /// Returns once every value removed or replaced before the call has been dropped (and
-    /// its slot recycled), waiting for guards other threads hold.
+    /// Returns once every value removed or replaced before the call has been dropped,
+    /// waiting for guards other threads hold. A removed value's slot is recycled with it,
+    /// except when a replace racing the remove left a value of its own in the slot's queue:
+    /// then the slot comes back once that value's grace period has passed too.
     ///
     /// If the calling thread itself holds a guard of this map, waiting could never end:
     /// then `reclaim` only starts the reclamation of everything retired so far (what no guard

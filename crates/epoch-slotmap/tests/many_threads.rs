@@ -13,8 +13,8 @@ use epoch_slotmap::{DefaultKey, SlotMap};
 const FIRST_PAGE: usize = 32;
 
 /// docs/design.md, "The memory bound": capacity <= 4 (L + P + T) + 2 R + FIRST_PAGE, where
-/// L + P (live and pending values) is at most the values created and not yet dropped, whose
-/// peak the threads track. Each thread's operation in flight may have created one value that
+/// L + P (live and pending values) is what `Peak::check` records, whose peak the threads
+/// track. Each thread's operation in flight may have created one value that
 /// its peak does not show yet: 2T in all. No slot retires for good here (R = 0).
 fn bound(peak_outstanding: usize, threads: usize) -> usize {
     4 * (peak_outstanding + 2 * threads) + FIRST_PAGE
@@ -27,9 +27,12 @@ struct Peak {
 
 impl Peak {
     /// Records the values outstanding now, then asserts the map's capacity is within the bound.
+    /// Outstanding: the ledger's values not yet dropped, or `len() + stats().pending` when that
+    /// is more (it also counts slots a running batch has dropped but not yet handed back).
     fn check(&self, ledger: &Ledger, map: &SlotMap<DefaultKey, Tracked>, threads: usize, what: &str) {
         let capacity = map.capacity();
-        let now = ledger.live();
+        let stats = map.stats();
+        let now = ledger.live().max(stats.len + stats.pending);
         let peak = self.outstanding.fetch_max(now, Ordering::SeqCst).max(now);
         self.capacity.fetch_max(capacity, Ordering::Relaxed);
         assert!(

@@ -326,7 +326,10 @@ impl EpochDomain {
                     break;
                 }
             }
-            // SAFETY: CLOSED: no cache entry touches the handle again, and no guard exists.
+            // SAFETY: CLOSED: no cache entry touches the handle again, and no guard is in use
+            // (guards borrow the map). A guard forgotten with `mem::forget` leaves the handle's
+            // participant pinned: crossbeam then never finalizes it, and the collector it
+            // keeps alive is leaked with its queue, whose functions never run.
             drop(unsafe { (*participant.handle.ptr_mut()).take() });
             node = participant.next;
         }
