@@ -9,6 +9,7 @@
 //! `stats()`: one forgotten guard on another thread would otherwise hang the caller silently.
 
 use std::fmt;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use slotmap::Key;
@@ -64,7 +65,10 @@ impl<'m> Patience<'m> {
         }
         if cfg!(debug_assertions) && !self.warned && now.duration_since(started) >= warn_after() {
             self.warned = true;
-            eprintln!(
+            // `writeln!`, not `eprintln!`: a failing stderr must not panic a wait (in `take`,
+            // the key is already dead and the value would be lost with the unwinding).
+            let _ = writeln!(
+                std::io::stderr(),
                 "epoch_slotmap: {} has waited {:.0?} for a guard another thread holds (a guard \
                  held for long, or forgotten with mem::forget, blocks it); the map's stats(): {}",
                 self.what,
