@@ -7,13 +7,10 @@ use epoch_slotmap::{DefaultKey, SlotMap};
 /// The counting allocator the benchmark report and the service example use too.
 #[path = "../../../benches/src/counting_alloc.rs"]
 mod counting_alloc;
+use counting_alloc::in_use;
 
 #[global_allocator]
 static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
-
-fn in_use() -> isize {
-    counting_alloc::in_use()
-}
 
 #[test]
 fn shrink_gives_back_all_but_a_byte_per_former_slot() {

@@ -59,14 +59,10 @@ use rulestore::{Rule, RuleId, RuleStore};
 
 #[path = "../../../benches/src/counting_alloc.rs"]
 mod counting_alloc;
+use counting_alloc::in_use as heap_in_use;
 
 #[global_allocator]
 static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
-
-/// Bytes allocated and not freed.
-pub fn heap_in_use() -> isize {
-    counting_alloc::in_use()
-}
 
 /// What the run may keep beyond the store's slot pages: crossbeam-epoch's own bookkeeping
 /// (its ~2 KiB queue nodes that sit in threads' local bags and its global queue until they

@@ -146,6 +146,22 @@ std::thread_local! {
         const { std::cell::Cell::new((0, std::ptr::null())) };
 }
 
+/// The handle and shard cell of a participant this thread has claimed.
+///
+/// # Safety
+/// The node is alive and claimed by the calling thread (so no other thread touches its
+/// cells), and its map lives (so `shut_down`, which takes the handle under `&mut`, has not
+/// run): the references are used only while both hold.
+#[inline(always)]
+unsafe fn claimed_parts<'a>(participant: *const Participant) -> (&'a LocalHandle, &'a Cell<*const ()>) {
+    // SAFETY: the caller's contract: the node is alive.
+    let participant = unsafe { &*participant };
+    // SAFETY: the caller's contract: only this thread touches the cell, and nothing takes
+    // the handle while the map lives.
+    let handle = unsafe { &*participant.handle.ptr() };
+    (handle.as_ref().expect("participant of a live map has a handle"), &participant.shard)
+}
+
 /// Forgets the fast-path entry of map `domain`, if it is the one (`None`: whatever it is).
 #[inline]
 fn forget_mru(domain: Option<u64>) {
@@ -191,9 +207,8 @@ impl EpochDomain {
                 // the participant exists (module invariant: reset by the slow path below and
                 // by the entry's drop), so the node is alive and claimed by this thread, and
                 // `&self` proves the map (hence the handle) lives, as in the slow path.
-                let (handle, shard) =
-                    unsafe { ((*(*participant).handle.ptr()).as_ref(), &(*participant).shard) };
-                return f(handle.expect("participant of a live map has a handle"), shard);
+                let (handle, shard) = unsafe { claimed_parts(participant) };
+                return f(handle, shard);
             }
         }
         self.with_participant_slow(f)
@@ -225,8 +240,8 @@ impl EpochDomain {
             // SAFETY: the entry's registry keeps the node alive; this thread holds the claim,
             // so it is the only one touching `handle` and `shard` (module invariant); the
             // handle is `Some` while the map lives, and `&self` proves the map lives.
-            let (handle, shard) = unsafe { ((*(*participant).handle.ptr()).as_ref(), &(*participant).shard) };
-            f(handle.expect("participant of a live map has a handle"), shard)
+            let (handle, shard) = unsafe { claimed_parts(participant) };
+            f(handle, shard)
         })
     }
 
