@@ -1,4 +1,5 @@
-//! Loom scenarios for the rule store's kind index.
+//! Loom scenarios for the rule store: its snapshots (a guard sees one commit whole: a kind
+//! move, a transaction, a replace under a long-held guard) and its kind index.
 #![cfg(loom)]
 
 use loom::sync::Arc;
@@ -58,20 +59,19 @@ fn after_move(store: &RuleStore<R>, id: rulestore::RuleId) {
     assert_eq!(rules.get(id).map(|r| r.tag), Some(1));
 }
 
-// The move is one-way. Looking at the new kind first and then the old, a rule seen in both
-// would have moved back; looking at the old kind first and then the new, a rule seen in
-// neither was in no kind at some moment.
+// A guard is a snapshot: the moving rule is in exactly one kind, whichever kind is looked at
+// first (before snapshots, looking at the new kind first could miss it in both).
 static NEVER_BOTH: Outcomes = Outcomes::new();
-scenario!(replace_changing_kind_vs_of_kind_never_both, store, NEVER_BOTH => ["old kind", "new kind", "none yet"], |r: Reclaimer| {
+scenario!(replace_changing_kind_vs_of_kind_never_both, store, NEVER_BOTH => ["old kind", "new kind"], |r: Reclaimer| {
     let (store, id, writer) = moving(r);
     let reader = {
         let store = store.clone();
         thread::spawn(move || {
             let rules = store.pin();
             let (new, old) = (in_kind(&rules, 2, id), in_kind(&rules, 1, id));
-            assert!(!(new && old), "in both kinds");
-            // "none yet": new kind looked at before the move, old kind after it.
-            NEVER_BOTH.record(if new { "new kind" } else if old { "old kind" } else { "none yet" });
+            assert!(new != old, "in both kinds or in neither");
+            assert_eq!(rules.get(id).map(|r| r.kind), Some(if new { 2 } else { 1 }));
+            NEVER_BOTH.record(if new { "new kind" } else { "old kind" });
         })
     };
     writer.join().unwrap();
@@ -80,19 +80,15 @@ scenario!(replace_changing_kind_vs_of_kind_never_both, store, NEVER_BOTH => ["ol
 });
 
 static NEVER_NEITHER: Outcomes = Outcomes::new();
-scenario!(replace_changing_kind_vs_of_kind_never_neither, store, NEVER_NEITHER => ["old kind", "new kind", "both in turn"], |r: Reclaimer| {
+scenario!(replace_changing_kind_vs_of_kind_never_neither, store, NEVER_NEITHER => ["old kind", "new kind"], |r: Reclaimer| {
     let (store, id, writer) = moving(r);
     let reader = {
         let store = store.clone();
         thread::spawn(move || {
             let rules = store.pin();
             let (old, new) = (in_kind(&rules, 1, id), in_kind(&rules, 2, id));
-            assert!(old || new, "in neither kind");
-            NEVER_NEITHER.record(match (old, new) {
-                (true, true) => "both in turn",
-                (true, false) => "old kind",
-                _ => "new kind",
-            });
+            assert!(old != new, "in both kinds or in neither");
+            NEVER_NEITHER.record(if new { "new kind" } else { "old kind" });
         })
     };
     writer.join().unwrap();
@@ -129,6 +125,83 @@ scenario!(remove_kind_vs_add_of_that_kind, store, REMOVE_KIND => ["add first", "
         n => panic!("remove_kind removed {n}"),
     }
     drop(rules);
+    store.reclaim();
+    assert_eq!(store.stats().pending, 0);
+});
+
+// A transaction removes a rule and adds two (one in another kind): a reader sees all of it or
+// none of it, through every lookup, with the matching version.
+static TX_WHOLE: Outcomes = Outcomes::new();
+scenario!(transaction_vs_reader_never_partial, store, TX_WHOLE => ["before", "after"], |r: Reclaimer| {
+    let store = Arc::new(store(r));
+    let old = store.add(R { kind: 1, tag: 0 });
+    let writer = {
+        let store = store.clone();
+        thread::spawn(move || {
+            store
+                .transaction(|tx| {
+                    assert!(tx.remove(old));
+                    tx.add(R { kind: 1, tag: 1 });
+                    tx.add(R { kind: 2, tag: 2 });
+                    Ok::<_, ()>(())
+                })
+                .unwrap();
+        })
+    };
+    let reader = {
+        let store = store.clone();
+        thread::spawn(move || {
+            let rules = store.pin();
+            let kind1: Vec<u8> = rules.of_kind(&1).map(|(_, r)| r.tag).collect();
+            let kind2: Vec<u8> = rules.of_kind(&2).map(|(_, r)| r.tag).collect();
+            let all: Vec<u8> = rules.iter().map(|(_, r)| r.tag).collect();
+            let old_seen = rules.get(old).is_some();
+            match rules.version() {
+                1 => {
+                    assert!(old_seen && kind1 == [0] && kind2.is_empty() && all == [0], "partial: {kind1:?} {kind2:?}");
+                    TX_WHOLE.record("before");
+                }
+                2 => {
+                    assert!(!old_seen && kind1 == [1] && kind2 == [2] && all == [1, 2], "partial: {kind1:?} {kind2:?}");
+                    TX_WHOLE.record("after");
+                }
+                v => panic!("version {v}"),
+            }
+        })
+    };
+    writer.join().unwrap();
+    reader.join().unwrap();
+    store.reclaim();
+    assert_eq!(store.stats().pending, 0);
+    assert_eq!(store.len(), 2);
+});
+
+// A guard held across a replace keeps reading the rule it saw first (the old version stays
+// alive and reachable for it), and a guard pinned after sees the new one.
+static LONG_GUARD: Outcomes = Outcomes::new();
+scenario!(replace_vs_long_held_guard, store, LONG_GUARD => ["old kept", "new from the start"], |r: Reclaimer| {
+    let store = Arc::new(store(r));
+    let id = store.add(R { kind: 1, tag: 0 });
+    let writer = {
+        let store = store.clone();
+        thread::spawn(move || assert!(store.replace(id, R { kind: 2, tag: 1 }).is_ok()))
+    };
+    let reader = {
+        let store = store.clone();
+        thread::spawn(move || {
+            let rules = store.pin();
+            let first = rules.get(id).map(|r| r.tag);
+            thread::yield_now();
+            let again = rules.get(id).map(|r| r.tag);
+            let by_kind: Vec<u8> = rules.of_kind(&first.map_or(0, |t| t + 1)).map(|(_, r)| r.tag).collect();
+            assert_eq!(first, again, "one guard, two versions");
+            assert_eq!(by_kind, first.into_iter().collect::<Vec<_>>());
+            LONG_GUARD.record(if first == Some(0) { "old kept" } else { "new from the start" });
+        })
+    };
+    writer.join().unwrap();
+    reader.join().unwrap();
+    assert_eq!(store.pin().get(id).map(|r| r.tag), Some(1));
     store.reclaim();
     assert_eq!(store.stats().pending, 0);
 });

@@ -1,81 +1,121 @@
-//! Rules by id, by kind and by match, on [`epoch_slotmap`].
+//! Rules by id, by kind and by match, on [`epoch_slotmap`], with snapshot reads and atomic
+//! pushes.
 //!
 //! A service keeps its rules (routes, ACL entries, feature flags) in a [`RuleStore`]. A control
-//! plane adds, replaces and deletes them, often a whole kind at once
-//! ([`RuleStore::remove_kind`]); request threads [`pin`](RuleStore::pin) the store and look
-//! rules up by id, scan them, or scan one kind. Readers never take a lock and never wait;
-//! writers are serialised among themselves by one mutex and never wait for a reader. A removed
-//! rule's key is dead the moment `remove` returns, and its memory is released as soon as no
-//! guard can still see it ([`RuleStore::reclaim`] waits for that moment).
+//! plane changes them, a whole push at a time ([`RuleStore::transaction`]); request threads
+//! [`pin`](RuleStore::pin) the store and look rules up by id, scan them in priority order, or
+//! scan one kind. What one [`RulesGuard`] reads is one committed state of the store, the
+//! latest when it was pinned, however long it is held: a request never sees half a push, and
+//! two lookups in one request never see two rule sets. Readers take no lock and never wait;
+//! transactions are serialised among themselves and never wait for a reader. A removed rule's
+//! memory is released as soon as no guard can still see it ([`RuleStore::reclaim`] waits for
+//! that moment).
 //!
 //! ```
 //! use rulestore::{Rule, RuleStore};
 //!
-//! struct Route { method: &'static str, prefix: &'static str }
+//! struct Route { method: &'static str, prefix: &'static str, priority: i64 }
 //! impl Rule for Route {
 //!     type Kind = &'static str;
 //!     fn kind(&self) -> &'static str { self.method }
+//!     fn priority(&self) -> i64 { self.priority }
 //! }
 //!
 //! let store = RuleStore::new();
-//! let api = store.add(Route { method: "GET", prefix: "/api" });
-//! store.add(Route { method: "POST", prefix: "/upload" });
+//! let api = store.add(Route { method: "GET", prefix: "/api", priority: 1 });
+//! let before = store.pin();
 //!
+//! // One push: readers see all of it or none of it.
+//! let users = store.transaction(|push| {
+//!     push.remove(api);
+//!     push.add(Route { method: "POST", prefix: "/upload", priority: 0 });
+//!     Ok::<_, ()>(push.add(Route { method: "GET", prefix: "/api/users", priority: 2 }))
+//! }).unwrap();
+//!
+//! assert!(before.get(api).is_some()); // a guard keeps its snapshot
+//! assert_eq!(before.version(), 1);
 //! let rules = store.pin();
-//! assert_eq!(rules.get(api).unwrap().prefix, "/api");
-//! assert_eq!(rules.of_kind(&"POST").count(), 1);
-//! let hit = rules.find(|r| "/api/users".starts_with(r.prefix));
-//! assert_eq!(hit.map(|(id, _)| id), Some(api));
-//! drop(rules);
+//! assert_eq!(rules.version(), 2);
+//! // First match wins: highest priority first, then the oldest rule.
+//! let hit = rules.of_kind(&"GET").find(|(_, r)| "/api/users/7".starts_with(r.prefix));
+//! assert_eq!(hit.map(|(id, _)| id), Some(users));
+//! drop((before, rules));
 //!
 //! assert_eq!(store.remove_kind(&"GET"), 1);
 //! store.reclaim();
 //! assert_eq!(store.stats().pending, 0);
 //! ```
 //!
-//! # The kind index
+//! # How it works
 //!
-//! Rules live in one [`SlotMap`]; each entry stores its rule and the kind it had when it was
-//! stored. The kind index is a second, small `SlotMap` of copy-on-write snapshots: one
-//! *directory* (kind → the key of that kind's member list) and one *member list* per kind
-//! (the ids of its rules). A writer publishes a new member list with
-//! [`SlotMap::replace`], so it costs O(rules of that kind); the directory is republished
-//! only when a kind appears or disappears. A reader finds the list, then looks every id up in
-//! the rule table and keeps only entries whose stored kind is the one asked for. The rule
-//! table is therefore the single source of truth, and the index only has to be a superset of
-//! it, which the writer order guarantees (see `docs/rulestore.md`):
-//!
-//! - `add`: insert the rule, then publish the member list with its id.
-//! - `remove`: remove the rule (its key dies at once), then publish the list without it.
-//! - `replace` to another kind: publish the new kind's list with the id, replace the entry
-//!   (one atomic swap: old kind or new, whole), then publish the old list without it.
+//! Every slot of the rule table holds a chain of versions stamped with the commit that made
+//! them visible; a guard reads the commit counter once, when it is pinned, and resolves every
+//! slot to the version its commit saw (see `versioned.rs` for the protocol and its argument).
+//! The order of each kind's rules, and of all rules, is a persistent B+tree published the same
+//! way, one versioned cell per kind plus one for all rules, so a commit copies only the paths
+//! it changes: O(log k) per rule for a kind of k rules. Superseded versions and tree paths are
+//! retired to the engine when the next version is installed and dropped after its grace
+//! period; a removed rule's slot (its tombstone) is freed once no guard older than the removal
+//! remains. `docs/rulestore.md` has the design and the measurements.
 //!
 //! # Features
 //!
 //! - `serde`: `Serialize`/`Deserialize` for [`RuleStore`] when the rule type has them. A
-//!   snapshot is taken with the writer lock held (point-in-time; readers are not blocked) and
-//!   keeps rule ids: after a restore every id from the snapshot names the same rule, and ids
-//!   of rules removed before it stay dead. The kind index is rebuilt on restore.
+//!   snapshot is the latest committed state (taken with the writer lock held; readers are not
+//!   blocked) and keeps rule ids and the order rules were added in: after a restore every id
+//!   from the snapshot names the same rule, and ids of rules removed before it stay dead.
 //! - `metrics`: `RuleStore::publish_metrics` sets the store's gauges through the
 //!   [`metrics`](https://docs.rs/metrics) facade.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
+use std::time::Duration;
 
 use epoch_slotmap::{DefaultKey, Guard, SlotMap, Stats};
 
 #[cfg(feature = "serde")]
 mod snapshot;
+mod tree;
+mod versioned;
 
-#[cfg(loom)]
-use loom::sync::{Mutex, MutexGuard};
-#[cfg(not(loom))]
-use std::sync::{Mutex, MutexGuard};
+use tree::{OrderKey, Tree};
+use versioned::VersionPtr;
 
-/// A rule a [`RuleStore`] can hold: anything with a kind.
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;
+
+/// The synchronisation primitives: loom's under `cfg(loom)`, std's otherwise.
+mod sync {
+    #[cfg(loom)]
+    pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+    #[cfg(loom)]
+    pub(crate) use loom::sync::{Mutex, MutexGuard};
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::{Mutex, MutexGuard};
+
+    /// The hasher of the store's hash maps: std's randomly keyed one, except under loom. A
+    /// loom model must be deterministic (loom replays its recorded choices by position), and
+    /// each `RandomState` has its own keys, so a commit would walk its edits (and stage and
+    /// install index cells) in an order that changes between executions: loom would then feed
+    /// a load the choice recorded for another one and report values no execution can produce.
+    #[cfg(not(loom))]
+    pub(crate) type BuildHasher = std::collections::hash_map::RandomState;
+    #[cfg(loom)]
+    pub(crate) type BuildHasher = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
+}
+
+/// Every hash map of the store (see `sync::BuildHasher`).
+type HashMap<K, V> = std::collections::HashMap<K, V, sync::BuildHasher>;
+
+use sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
+
+/// A rule a [`RuleStore`] can hold: anything with a kind, and optionally a priority.
 ///
 /// ```
 /// use rulestore::Rule;
@@ -83,12 +123,15 @@ use std::sync::{Mutex, MutexGuard};
 /// #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 /// enum Action { Allow, Deny }
 ///
-/// struct Acl { action: Action, cidr: &'static str }
+/// struct Acl { action: Action, cidr: &'static str, line: i64 }
 /// impl Rule for Acl {
 ///     type Kind = Action;
 ///     fn kind(&self) -> Action { self.action }
+///     // Lower line numbers match first.
+///     fn priority(&self) -> i64 { -self.line }
 /// }
-/// assert_eq!(Acl { action: Action::Deny, cidr: "10.0.0.0/8" }.kind(), Action::Deny);
+/// let deny = Acl { action: Action::Deny, cidr: "10.0.0.0/8", line: 10 };
+/// assert_eq!((deny.kind(), deny.priority()), (Action::Deny, -10));
 /// ```
 pub trait Rule: Send + Sync + 'static {
     /// What rules are grouped by (for [`RulesGuard::of_kind`] and
@@ -97,6 +140,13 @@ pub trait Rule: Send + Sync + 'static {
     /// This rule's kind. Called once when the rule is stored; a rule's kind is the one it had
     /// then.
     fn kind(&self) -> Self::Kind;
+    /// Where this rule comes in [`RulesGuard::iter`], [`of_kind`](RulesGuard::of_kind) and
+    /// [`find`](RulesGuard::find): higher first; among equals, the rule added first comes
+    /// first. Called once when the rule is stored. The default puts every rule at 0, so rules
+    /// come in the order they were added.
+    fn priority(&self) -> i64 {
+        0
+    }
 }
 
 epoch_slotmap::new_key_type! {
@@ -114,31 +164,69 @@ epoch_slotmap::new_key_type! {
     pub struct RuleId;
 }
 
-/// A stored rule with the kind it had when stored.
-struct Entry<R: Rule> {
+/// A stored rule with what it had when stored: its kind, its priority, and its place in the
+/// order rules were added (kept by `replace`).
+struct RuleData<R: Rule> {
     kind: R::Kind,
+    key: OrderKey,
     rule: R,
 }
 
-/// A node of the kind index.
-enum IndexNode<Kd> {
-    /// Kind → key of its member list. One per store, at a fixed key.
-    Directory(HashMap<Kd, DefaultKey>),
-    /// The ids of one kind's rules, no duplicates.
-    Members(Box<[RuleId]>),
+impl<R: Rule> RuleData<R> {
+    fn new(rule: R, order: u64) -> Self {
+        Self { kind: rule.kind(), key: OrderKey { priority: rule.priority(), order }, rule }
+    }
 }
 
-/// The writers' view of the index, behind the writer mutex.
+/// What a slot of the rule table holds.
+type RuleCell<R> = VersionPtr<RuleData<R>>;
+
+/// What a slot of the index table holds.
+enum IndexCell<Kd> {
+    /// Kind -> the key of its tree cell. One per store, at a fixed key.
+    Directory(VersionPtr<HashMap<Kd, DefaultKey>>),
+    /// The order of one kind's rules, or (at a fixed key) of all rules.
+    Order(VersionPtr<Tree>),
+    /// Tells the writer when a grace period has passed (see [`GraceProbe`]).
+    Probe(GraceProbe),
+}
+
+/// Dropped by the engine once no guard older than its retirement is left; then every guard
+/// has a snapshot at least `tag`, and the tombstones of commits up to `tag` can be freed.
+struct GraceProbe {
+    graced: std::sync::Arc<AtomicU64>,
+    tag: AtomicU64,
+}
+
+impl Drop for GraceProbe {
+    fn drop(&mut self) {
+        // Relaxed load: `tag` was stored by the writer before it retired the probe, and the
+        // engine hands a retired value to its drop through a happens-before edge. Release on
+        // `graced`: pairs with the Acquire load in `sweep`.
+        self.graced.fetch_max(self.tag.load(Ordering::Relaxed), Ordering::Release);
+    }
+}
+
+/// The writers' view of the index (the latest commit), behind the writer mutex.
 struct Writer<Kd> {
     kinds: HashMap<Kd, KindState>,
+    /// The next rule's place in the order rules are added.
+    next_order: u64,
+    /// Slots of removed rules and of emptied kinds' trees, with the commit that removed them:
+    /// freed once every guard has a snapshot at least that commit.
+    tombstones: Vec<(RuleId, u64)>,
+    dead_cells: Vec<(DefaultKey, u64)>,
+    /// The tag of the probe retired last (0: none yet).
+    probe_tag: u64,
 }
 
 struct KindState {
-    node: DefaultKey,
-    members: Vec<RuleId>,
+    cell: DefaultKey,
+    tree: Tree,
 }
 
-/// A concurrent rule table: rules by id, by kind, and by predicate.
+/// A concurrent rule table: rules by id, by kind, and by predicate, read in snapshots and
+/// written in transactions.
 ///
 /// `Send + Sync`: share it with an `Arc` or a scoped thread.
 ///
@@ -156,9 +244,18 @@ struct KindState {
 /// assert!(!store.pin().get(id).unwrap().1);
 /// ```
 pub struct RuleStore<R: Rule> {
-    rules: SlotMap<RuleId, Entry<R>>,
-    index: SlotMap<DefaultKey, IndexNode<R::Kind>>,
+    rules: SlotMap<RuleId, RuleCell<R>>,
+    index: SlotMap<DefaultKey, IndexCell<R::Kind>>,
     directory: DefaultKey,
+    probe: DefaultKey,
+    /// The number of the latest published commit (a guard's snapshot).
+    committed: AtomicU64,
+    /// Live rules as of the latest commit.
+    live: AtomicUsize,
+    /// Tombstones not freed yet (for `stats`).
+    unswept: AtomicUsize,
+    /// The latest commit every guard's snapshot has reached, as far as probes have told.
+    graced: std::sync::Arc<AtomicU64>,
     writer: Mutex<Writer<R::Kind>>,
 }
 
@@ -170,7 +267,11 @@ impl<R: Rule> Default for RuleStore<R> {
 
 impl<R: Rule> fmt::Debug for RuleStore<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RuleStore").field("len", &self.len()).field("stats", &self.stats()).finish()
+        f.debug_struct("RuleStore")
+            .field("len", &self.len())
+            .field("version", &self.committed.load(Ordering::SeqCst))
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -182,9 +283,28 @@ impl<R: Rule> RuleStore<R> {
     /// # struct R; impl Rule for R { type Kind = (); fn kind(&self) {} }
     /// let store: RuleStore<R> = RuleStore::new();
     /// assert!(store.is_empty());
+    /// assert_eq!(store.pin().version(), 0);
     /// ```
     pub fn new() -> Self {
         Self::from_maps(SlotMap::with_key(), SlotMap::new())
+    }
+
+    /// An empty store that holds at most `max` rules; [`try_add`](Self::try_add) says when it
+    /// is full. A removed rule's slot counts until no guard older than the removal is left
+    /// (an add that finds the store full waits for that, unless the calling thread holds a
+    /// guard itself).
+    ///
+    /// ```
+    /// # use rulestore::{Rule, RuleStore};
+    /// # #[derive(Debug, PartialEq)] struct R(u8); impl Rule for R { type Kind = (); fn kind(&self) {} }
+    /// let store = RuleStore::with_max_capacity(1);
+    /// let id = store.try_add(R(1)).unwrap();
+    /// assert_eq!(store.try_add(R(2)), Err(R(2)));
+    /// store.remove(id);
+    /// assert!(store.try_add(R(3)).is_ok());
+    /// ```
+    pub fn with_max_capacity(max: usize) -> Self {
+        Self::from_maps(SlotMap::with_max_capacity_and_key(max), SlotMap::new())
     }
 
     /// A store whose maps use the engine's minimal grace-period reclaimer (for loom model
@@ -195,18 +315,96 @@ impl<R: Rule> RuleStore<R> {
         Self::from_maps(SlotMap::with_grace_reclaimer(), SlotMap::with_grace_reclaimer())
     }
 
-    fn from_maps(rules: SlotMap<RuleId, Entry<R>>, index: SlotMap<DefaultKey, IndexNode<R::Kind>>) -> Self {
-        let directory = index.insert(IndexNode::Directory(HashMap::new()));
-        Self { rules, index, directory, writer: Mutex::new(Writer { kinds: HashMap::new() }) }
+    fn from_maps(
+        rules: SlotMap<RuleId, RuleCell<R>>,
+        index: SlotMap<DefaultKey, IndexCell<R::Kind>>,
+    ) -> Self {
+        let directory = index.insert(IndexCell::Directory(VersionPtr::new(0, Some(HashMap::default()))));
+        let graced = std::sync::Arc::new(AtomicU64::new(0));
+        let probe =
+            index.insert(IndexCell::Probe(GraceProbe { graced: graced.clone(), tag: AtomicU64::new(0) }));
+        Self {
+            rules,
+            index,
+            directory,
+            probe,
+            committed: AtomicU64::new(0),
+            live: AtomicUsize::new(0),
+            unswept: AtomicUsize::new(0),
+            graced,
+            writer: Mutex::new(Writer {
+                kinds: HashMap::default(),
+                next_order: 0,
+                tombstones: Vec::new(),
+                dead_cells: Vec::new(),
+                probe_tag: 0,
+            }),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Writer<R::Kind>> {
-        // A panic under the lock (in a `Kind`'s `Hash` or `Eq`) may leave the writers' view
-        // behind the tables; readers filter by the rule table, so they stay correct.
+        // A transaction that panicked has undone its staging before the lock was released
+        // (`Transaction`'s drop); commits call no user code once they start publishing.
         self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Runs `f` on a [`Transaction`] and commits everything it staged at once when it returns
+    /// `Ok`: a guard pinned before the commit sees none of it, one pinned after sees all of
+    /// it. When `f` returns `Err` or panics (the panic reaches the caller), nothing is
+    /// committed, the rules it staged are dropped (their ids never become live) and the store
+    /// stays usable.
+    ///
+    /// Transactions (and the single-rule methods, one-operation transactions) are serialised
+    /// among themselves; readers never wait for them. A transaction that leaves the store as it
+    /// found it (no rule replaced or removed, no added rule kept) is not a commit:
+    /// [`RulesGuard::version`] counts only the others.
+    ///
+    /// Inside `f`, write through the `Transaction`: the store's own write methods (and
+    /// `reclaim`) wait for the transaction to end, which never comes (a deadlock). Reads
+    /// through [`pin`](Self::pin) see the latest commit, without the staged changes. A commit costs O(log k) per rule changed
+    /// in a kind of k rules, plus O(kinds) when a kind appears or disappears.
+    ///
+    /// ```
+    /// # use rulestore::{Rule, RuleStore};
+    /// # #[derive(Debug)] struct R(u8); impl Rule for R { type Kind = u8; fn kind(&self) -> u8 { self.0 } }
+    /// let store = RuleStore::new();
+    /// let deny_all = store.add(R(0));
+    /// // Replace "deny all" by three allows, atomically.
+    /// let ids = store.transaction(|push| {
+    ///     push.remove(deny_all);
+    ///     Ok::<_, String>((1..=3).map(|k| push.add(R(k))).collect::<Vec<_>>())
+    /// }).unwrap();
+    /// assert_eq!((store.len(), ids.len()), (3, 3));
+    ///
+    /// // An error commits nothing.
+    /// let failed = store.transaction(|push| {
+    ///     push.remove_kind(&1);
+    ///     Err::<(), _>("validation failed")
+    /// });
+    /// assert_eq!(failed, Err("validation failed"));
+    /// assert_eq!(store.len(), 3);
+    /// ```
+    pub fn transaction<T, E>(&self, f: impl FnOnce(&mut Transaction<'_, R>) -> Result<T, E>) -> Result<T, E> {
+        let writer = self.lock();
+        let commit = self.committed.load(Ordering::Relaxed) + 1;
+        let mut tx = Transaction {
+            store: self,
+            writer,
+            commit,
+            added: Vec::new(),
+            changes: HashMap::default(),
+            committed: false,
+        };
+        let result = f(&mut tx)?;
+        tx.commit();
+        Ok(result)
+    }
+
     /// Stores `rule` and returns its id.
+    ///
+    /// # Panics
+    /// When the store is full (a store made with [`with_max_capacity`](Self::with_max_capacity),
+    /// or 2^32 slots): use [`try_add`](Self::try_add) to get the rule back instead.
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -216,15 +414,28 @@ impl<R: Rule> RuleStore<R> {
     /// assert_eq!(store.pin().of_kind(&7).next().map(|(i, _)| i), Some(id));
     /// ```
     pub fn add(&self, rule: R) -> RuleId {
-        let kind = rule.kind();
-        let mut writer = self.lock();
-        let id = self.rules.insert(Entry { kind: kind.clone(), rule });
-        self.add_member(&mut writer, kind, id);
-        id
+        match self.try_add(rule) {
+            Ok(id) => id,
+            Err(_) => panic!("rulestore: the store is full"),
+        }
+    }
+
+    /// Stores `rule` and returns its id, or gives it back when the store is full.
+    ///
+    /// ```
+    /// # use rulestore::{Rule, RuleStore};
+    /// # #[derive(Debug, PartialEq)] struct R(u8); impl Rule for R { type Kind = (); fn kind(&self) {} }
+    /// let store = RuleStore::with_max_capacity(2);
+    /// assert!(store.try_add(R(1)).is_ok());
+    /// assert!(store.try_add(R(2)).is_ok());
+    /// assert_eq!(store.try_add(R(3)), Err(R(3)));
+    /// ```
+    pub fn try_add(&self, rule: R) -> Result<RuleId, R> {
+        self.transaction(|tx| tx.try_add(rule))
     }
 
     /// Removes the rule `id`; `false` if it was not in the store. No guard pinned after this
-    /// returns can see the rule.
+    /// returns can see the rule; guards pinned before still do.
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -235,19 +446,11 @@ impl<R: Rule> RuleStore<R> {
     /// assert!(!store.remove(id));
     /// ```
     pub fn remove(&self, id: RuleId) -> bool {
-        let mut writer = self.lock();
-        let Some(kind) = self.rules.pin().get(id).map(|entry| entry.kind.clone()) else {
-            return false;
-        };
-        // Writers are serialised, so the entry is still there.
-        let removed = self.rules.remove(id);
-        debug_assert!(removed);
-        self.remove_member(&mut writer, &kind, id);
-        removed
+        self.transaction(|tx| Ok::<_, ()>(tx.remove(id))).unwrap_or(false)
     }
 
-    /// Removes every rule of `kind` and returns how many; O(rules of that kind). No guard
-    /// pinned after this returns can see any of them.
+    /// Removes every rule of `kind` and returns how many; O(rules of that kind), in one
+    /// commit.
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -260,17 +463,11 @@ impl<R: Rule> RuleStore<R> {
     /// assert_eq!(store.len(), 1);
     /// ```
     pub fn remove_kind(&self, kind: &R::Kind) -> usize {
-        let mut writer = self.lock();
-        let Some(state) = writer.kinds.remove(kind) else { return 0 };
-        let removed = state.members.iter().filter(|&&id| self.rules.remove(id)).count();
-        self.publish_directory(&writer);
-        self.index.remove(state.node);
-        removed
+        self.transaction(|tx| Ok::<_, ()>(tx.remove_kind(kind))).unwrap_or(0)
     }
 
-    /// Replaces the rule `id`, keeping its id; `Err(rule)` if `id` is not in the store. The
-    /// kind may change: a reader sees the rule under its old kind or its new one, never both
-    /// and never neither.
+    /// Replaces the rule `id`, keeping its id and its place among rules of equal priority;
+    /// `Err(rule)` if `id` is not in the store. The kind and the priority may change.
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -283,21 +480,7 @@ impl<R: Rule> RuleStore<R> {
     /// assert_eq!(rules.of_kind(&2).count(), 1);
     /// ```
     pub fn replace(&self, id: RuleId, rule: R) -> Result<(), R> {
-        let kind = rule.kind();
-        let mut writer = self.lock();
-        let Some(old_kind) = self.rules.pin().get(id).map(|entry| entry.kind.clone()) else {
-            return Err(rule);
-        };
-        if old_kind == kind {
-            return self.rules.replace(id, Entry { kind, rule }).map_err(|entry| entry.rule);
-        }
-        // New list first, then the swap, then the old list: the index stays a superset of
-        // the table at every moment.
-        self.add_member(&mut writer, kind.clone(), id);
-        let swapped = self.rules.replace(id, Entry { kind, rule });
-        debug_assert!(swapped.is_ok(), "writers are serialised");
-        self.remove_member(&mut writer, &old_kind, id);
-        Ok(())
+        self.transaction(|tx| tx.replace(id, rule))
     }
 
     /// Pins the store for reading; see [`RulesGuard`].
@@ -310,10 +493,15 @@ impl<R: Rule> RuleStore<R> {
     /// assert_eq!(store.pin().iter().count(), 1);
     /// ```
     pub fn pin(&self) -> RulesGuard<'_, R> {
-        RulesGuard { rules: self.rules.pin(), index: self.index.pin(), directory: self.directory }
+        let index = self.index.pin();
+        let rules = self.rules.pin();
+        // SeqCst, after both pins: the snapshot the versioned cells' argument needs (a guard
+        // that reads an older commit than a retirement's is protected from it).
+        let version = self.committed.load(Ordering::SeqCst);
+        RulesGuard { rules, index, version, directory: self.directory }
     }
 
-    /// How many rules are stored.
+    /// How many rules the latest commit holds.
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -323,10 +511,10 @@ impl<R: Rule> RuleStore<R> {
     /// assert_eq!(store.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.live.load(Ordering::SeqCst)
     }
 
-    /// Whether no rule is stored.
+    /// Whether the latest commit holds no rule.
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -337,8 +525,9 @@ impl<R: Rule> RuleStore<R> {
         self.len() == 0
     }
 
-    /// The rule table's [`Stats`], with the kind index's values still pending added to
-    /// `pending` (so `reclaim()` brings it to 0).
+    /// The rule table's [`Stats`] with `len` the rules of the latest commit, and in `pending`
+    /// everything superseded that is not freed yet: old versions of rules and of the order
+    /// trees, and removed rules' slots (so `reclaim()` brings it to 0).
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -351,12 +540,13 @@ impl<R: Rule> RuleStore<R> {
     /// ```
     pub fn stats(&self) -> Stats {
         let mut stats = self.rules.stats();
-        stats.pending += self.index.stats().pending;
+        stats.len = self.len();
+        stats.pending += self.index.stats().pending + self.unswept.load(Ordering::Relaxed);
         stats
     }
 
-    /// Bytes of slot pages the store's two tables hold (rule table and kind index), excluding
-    /// memory the rules own behind pointers.
+    /// Bytes of slot pages the store's two tables hold (rules and order trees' cells),
+    /// excluding memory behind pointers (the rules' versions and the trees' nodes).
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -387,9 +577,13 @@ impl<R: Rule> RuleStore<R> {
         self.index.shrink_to_fit();
     }
 
-    /// Returns once every rule removed or replaced before the call (and every index snapshot
-    /// it left behind) has been dropped. See [`SlotMap::reclaim`], including what happens when
-    /// the calling thread holds a guard.
+    /// Returns once everything removed or replaced before the call (rules, their slots, old
+    /// tree paths) has been dropped, waiting for guards other threads hold. Writers wait
+    /// meanwhile; readers do not.
+    ///
+    /// If the calling thread holds a guard of this store, waiting could never end: then it
+    /// only starts the reclamation of what no guard can see and returns (as
+    /// [`SlotMap::reclaim`] does).
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -400,6 +594,14 @@ impl<R: Rule> RuleStore<R> {
     /// assert_eq!(store.stats().pending, 0);
     /// ```
     pub fn reclaim(&self) {
+        let mut writer = self.lock();
+        // Every guard pinned before this returns true is gone, so every guard left read the
+        // latest commit: all tombstones can go.
+        if self.index.reclaim_timeout(Duration::MAX) {
+            let latest = self.committed.load(Ordering::Relaxed);
+            self.graced.fetch_max(latest, Ordering::Release);
+        }
+        self.sweep(&mut writer);
         self.rules.reclaim();
         self.index.reclaim();
     }
@@ -427,51 +629,492 @@ impl<R: Rule> RuleStore<R> {
         metrics::gauge!(format!("{prefix}_allocated_bytes")).set(self.allocated_bytes() as f64);
     }
 
-    fn add_member(&self, writer: &mut Writer<R::Kind>, kind: R::Kind, id: RuleId) {
-        if let Some(state) = writer.kinds.get_mut(&kind) {
-            state.members.push(id);
-            let published = self.index.replace(state.node, members_node(&state.members));
-            debug_assert!(published.is_ok());
-            return;
-        }
-        let members = vec![id];
-        let node = self.index.insert(members_node(&members));
-        writer.kinds.insert(kind, KindState { node, members });
-        self.publish_directory(writer);
+    /// The newest version of rule `id` as the writer sees it: `(kind, key)` if it is live.
+    fn committed_rule(&self, id: RuleId) -> Option<(R::Kind, OrderKey)> {
+        self.rules.get_with(id, |cell| cell.newest().map(|data| (data.kind.clone(), data.key))).flatten()
     }
 
-    fn remove_member(&self, writer: &mut Writer<R::Kind>, kind: &R::Kind, id: RuleId) {
-        let Some(state) = writer.kinds.get_mut(kind) else { return };
-        state.members.retain(|&member| member != id);
-        if !state.members.is_empty() {
-            let published = self.index.replace(state.node, members_node(&state.members));
-            debug_assert!(published.is_ok());
-            return;
+    /// Frees the tombstones of commits every guard has moved past, and asks for a probe when
+    /// some remain.
+    fn sweep(&self, writer: &mut Writer<R::Kind>) {
+        // Acquire: pairs with the probe's Release (or `reclaim`'s), after which no guard with
+        // an older snapshot is left.
+        let graced = self.graced.load(Ordering::Acquire);
+        let before = writer.tombstones.len();
+        writer.tombstones.retain(|&(id, removed_in)| {
+            let keep = removed_in > graced;
+            if !keep {
+                let freed = self.rules.remove(id);
+                debug_assert!(freed, "a tombstone is removed once");
+            }
+            keep
+        });
+        self.unswept.fetch_sub(before - writer.tombstones.len(), Ordering::Relaxed);
+        writer.dead_cells.retain(|&(cell, removed_in)| {
+            let keep = removed_in > graced;
+            if !keep {
+                let freed = self.index.remove(cell);
+                debug_assert!(freed, "a dead cell is removed once");
+            }
+            keep
+        });
+        // Drained lists give their memory back (a reload of a big kind fills them at once).
+        if writer.tombstones.capacity() > 4 * writer.tombstones.len() + 64 {
+            writer.tombstones.shrink_to_fit();
         }
-        // The kind's last rule: drop the kind from the directory first, then its list, so a
-        // reader never follows the directory to a list that is gone (it would see an empty
-        // kind, which is right, but this keeps the list's key live while referenced).
-        if let Some(state) = writer.kinds.remove(kind) {
-            self.publish_directory(writer);
-            self.index.remove(state.node);
+        if writer.dead_cells.capacity() > 4 * writer.dead_cells.len() + 64 {
+            writer.dead_cells.shrink_to_fit();
         }
-    }
-
-    fn publish_directory(&self, writer: &Writer<R::Kind>) {
-        let directory = writer.kinds.iter().map(|(kind, state)| (kind.clone(), state.node)).collect();
-        let published = self.index.replace(self.directory, IndexNode::Directory(directory));
-        debug_assert!(published.is_ok());
+        let waiting =
+            writer.tombstones.iter().map(|t| t.1).chain(writer.dead_cells.iter().map(|c| c.1)).max();
+        if waiting.is_some_and(|newest| writer.probe_tag < newest) {
+            // Retire a probe tagged with the latest commit: when it is dropped, every guard
+            // read at least that commit.
+            let latest = self.committed.load(Ordering::Relaxed);
+            self.index.get_with(self.probe, |cell| {
+                if let IndexCell::Probe(probe) = cell {
+                    probe.tag.store(latest, Ordering::Relaxed);
+                }
+            });
+            let fresh = GraceProbe { graced: self.graced.clone(), tag: AtomicU64::new(0) };
+            let replaced = self.index.replace(self.probe, IndexCell::Probe(fresh));
+            debug_assert!(replaced.is_ok());
+            writer.probe_tag = latest;
+        }
     }
 }
 
-fn members_node<Kd>(members: &[RuleId]) -> IndexNode<Kd> {
-    IndexNode::Members(members.into())
+/// One change a transaction stages for a rule that was live before it.
+enum Change<R: Rule> {
+    /// Boxed: a transaction that removes a whole big kind stages one small entry per rule.
+    Replace(Box<RuleData<R>>),
+    Remove,
 }
 
-/// A read view of a [`RuleStore`], from [`RuleStore::pin`]: every reference it hands out
-/// stays valid while it lives, whatever writers do meanwhile. Taking one is lock-free; hold
-/// it across a batch of lookups (a request), not for long (while any guard is alive, removed
-/// rules wait to be freed).
+/// The staged changes of a [`RuleStore::transaction`]: what it adds, replaces and removes is
+/// committed at once when the transaction's closure returns `Ok`. Every method sees the
+/// store as the transaction has changed it so far.
+///
+/// ```
+/// # use rulestore::{Rule, RuleStore};
+/// # #[derive(Debug)] struct R(u8); impl Rule for R { type Kind = u8; fn kind(&self) -> u8 { self.0 } }
+/// let store = RuleStore::new();
+/// store.transaction(|tx| {
+///     let id = tx.add(R(1));
+///     assert!(tx.replace(id, R(2)).is_ok()); // the id is usable at once
+///     assert_eq!(tx.remove_kind(&2), 1);
+///     assert!(!tx.remove(id));
+///     Ok::<_, ()>(())
+/// }).unwrap();
+/// assert!(store.is_empty());
+/// ```
+pub struct Transaction<'s, R: Rule> {
+    store: &'s RuleStore<R>,
+    writer: MutexGuard<'s, Writer<R::Kind>>,
+    /// The number this transaction's commit will have.
+    commit: u64,
+    /// Rules added, each in a slot of its own born in `commit` (invisible until then).
+    added: Vec<RuleId>,
+    /// Rules live before the transaction that it replaces or removes.
+    changes: HashMap<RuleId, Change<R>>,
+    committed: bool,
+}
+
+impl<R: Rule> fmt::Debug for Transaction<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction")
+            .field("commit", &self.commit)
+            .field("added", &self.added.len())
+            .field("changed", &self.changes.len())
+            .finish()
+    }
+}
+
+impl<R: Rule> Transaction<'_, R> {
+    /// Stages `rule` and returns its id, usable at once in this transaction.
+    ///
+    /// # Panics
+    /// When the store is full (see [`RuleStore::add`]); the panic aborts the transaction.
+    ///
+    /// ```
+    /// # use rulestore::{Rule, RuleStore};
+    /// # #[derive(Debug)] struct R; impl Rule for R { type Kind = (); fn kind(&self) {} }
+    /// let store = RuleStore::new();
+    /// let id = store.transaction(|tx| Ok::<_, ()>(tx.add(R))).unwrap();
+    /// assert!(store.pin().get(id).is_some());
+    /// ```
+    pub fn add(&mut self, rule: R) -> RuleId {
+        match self.try_add(rule) {
+            Ok(id) => id,
+            Err(_) => panic!("rulestore: the store is full"),
+        }
+    }
+
+    /// Stages `rule` and returns its id, or gives it back when the store is full. A staged
+    /// rule holds its slot, so the commit cannot fail for lack of room.
+    ///
+    /// ```
+    /// # use rulestore::{Rule, RuleStore};
+    /// # #[derive(Debug, PartialEq)] struct R(u8); impl Rule for R { type Kind = (); fn kind(&self) {} }
+    /// let store = RuleStore::with_max_capacity(1);
+    /// let second = store.transaction(|tx| {
+    ///     tx.try_add(R(1)).unwrap();
+    ///     Ok::<_, ()>(tx.try_add(R(2)))
+    /// });
+    /// assert_eq!(second, Ok(Err(R(2))));
+    /// assert_eq!(store.len(), 1);
+    /// ```
+    pub fn try_add(&mut self, rule: R) -> Result<RuleId, R> {
+        let order = self.writer.next_order;
+        let data = RuleData::new(rule, order);
+        let cell = VersionPtr::new(self.commit, Some(data));
+        let cell = match self.store.rules.try_insert(cell) {
+            Ok(id) => {
+                self.writer.next_order += 1;
+                self.added.push(id);
+                return Ok(id);
+            }
+            Err(full) => full.into_inner(),
+        };
+        // Full: free the tombstones every guard has moved past (waiting for the guards of
+        // other threads, as a limited engine map does), then try once more.
+        if !self.writer.tombstones.is_empty() {
+            if self.store.index.reclaim_timeout(Duration::MAX) {
+                let latest = self.store.committed.load(Ordering::Relaxed);
+                self.store.graced.fetch_max(latest, Ordering::Release);
+            }
+            self.store.sweep(&mut self.writer);
+            self.store.rules.reclaim();
+        }
+        match self.store.rules.try_insert(cell) {
+            Ok(id) => {
+                self.writer.next_order += 1;
+                self.added.push(id);
+                Ok(id)
+            }
+            Err(full) => Err(full.into_inner().into_payload().expect("staged with a rule").rule),
+        }
+    }
+
+    /// Stages the removal of rule `id`; `false` if it is not live in this transaction's view.
+    ///
+    /// ```
+    /// # use rulestore::{Rule, RuleStore};
+    /// # #[derive(Debug)] struct R; impl Rule for R { type Kind = (); fn kind(&self) {} }
+    /// let store = RuleStore::new();
+    /// let id = store.add(R);
+    /// store.transaction(|tx| {
+    ///     assert!(tx.remove(id));
+    ///     assert!(!tx.remove(id));
+    ///     Ok::<_, ()>(())
+    /// }).unwrap();
+    /// assert!(store.is_empty());
+    /// ```
+    pub fn remove(&mut self, id: RuleId) -> bool {
+        if let Some(at) = self.added.iter().position(|&a| a == id) {
+            self.added.swap_remove(at);
+            // Never visible to anyone: its commit is not published.
+            let removed = self.store.rules.remove(id);
+            debug_assert!(removed);
+            return true;
+        }
+        match self.changes.get_mut(&id) {
+            Some(Change::Remove) => false,
+            Some(change) => {
+                *change = Change::Remove;
+                true
+            }
+            None if self.store.committed_rule(id).is_some() => {
+                self.changes.insert(id, Change::Remove);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stages `rule` in place of rule `id`, which keeps its id and its place among rules of
+    /// equal priority; `Err(rule)` if `id` is not live in this transaction's view.
+    ///
+    /// ```
+    /// # use rulestore::{Rule, RuleStore};
+    /// # #[derive(Debug)] struct R(u8); impl Rule for R { type Kind = (); fn kind(&self) {} }
+    /// let store = RuleStore::new();
+    /// let id = store.add(R(1));
+    /// store.transaction(|tx| tx.replace(id, R(2)).map_err(|_| "gone")).unwrap();
+    /// assert_eq!(store.pin().get(id).unwrap().0, 2);
+    /// ```
+    pub fn replace(&mut self, id: RuleId, rule: R) -> Result<(), R> {
+        if self.added.contains(&id) {
+            let order =
+                self.store.rules.get_with(id, |cell| cell.newest().map(|data| data.key.order)).flatten();
+            let Some(order) = order else { return Err(rule) };
+            // Not visible to anyone yet: replace the staged version outright.
+            let replaced =
+                self.store.rules.replace(id, VersionPtr::new(self.commit, Some(RuleData::new(rule, order))));
+            return replaced.map_err(|cell| cell.into_payload().expect("staged with a rule").rule);
+        }
+        let order = match self.changes.get(&id) {
+            Some(Change::Remove) => return Err(rule),
+            Some(Change::Replace(data)) => data.key.order,
+            None => match self.store.committed_rule(id) {
+                Some((_, key)) => key.order,
+                None => return Err(rule),
+            },
+        };
+        self.changes.insert(id, Change::Replace(Box::new(RuleData::new(rule, order))));
+        Ok(())
+    }
+
+    /// Stages the removal of every rule of `kind` in this transaction's view and returns how
+    /// many; O(rules of that kind + rules this transaction touched).
+    ///
+    /// ```
+    /// # use rulestore::{Rule, RuleStore};
+    /// # #[derive(Debug)] struct R(u8); impl Rule for R { type Kind = u8; fn kind(&self) -> u8 { self.0 } }
+    /// let store = RuleStore::new();
+    /// store.add(R(1));
+    /// let n = store.transaction(|tx| {
+    ///     tx.add(R(1));
+    ///     Ok::<_, ()>(tx.remove_kind(&1))
+    /// }).unwrap();
+    /// assert_eq!((n, store.len()), (2, 0));
+    /// ```
+    pub fn remove_kind(&mut self, kind: &R::Kind) -> usize {
+        let mut removed = 0;
+        // Rules of that kind in the latest commit, unless this transaction moved them away.
+        let members: Vec<RuleId> = self
+            .writer
+            .kinds
+            .get(kind)
+            .map(|state| state.tree.iter().map(|(_, id)| id).collect())
+            .unwrap_or_default();
+        for id in members {
+            match self.changes.get(&id) {
+                None => {
+                    self.changes.insert(id, Change::Remove);
+                    removed += 1;
+                }
+                Some(Change::Replace(data)) if data.kind == *kind => {
+                    self.changes.insert(id, Change::Remove);
+                    removed += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        // Rules this transaction replaced into that kind.
+        for change in self.changes.values_mut() {
+            if matches!(change, Change::Replace(data) if data.kind == *kind) {
+                *change = Change::Remove;
+                removed += 1;
+            }
+        }
+        // Rules this transaction added with that kind.
+        let store = self.store;
+        self.added.retain(|&id| {
+            let of_kind =
+                store.rules.get_with(id, |cell| cell.newest().is_some_and(|d| d.kind == *kind)) == Some(true);
+            if of_kind {
+                store.rules.remove(id);
+                removed += 1;
+            }
+            !of_kind
+        });
+        removed
+    }
+
+    /// Publishes everything staged as one commit (see `versioned.rs` for the protocol).
+    fn commit(mut self) {
+        let store = self.store;
+        let commit = self.commit;
+        let changes = std::mem::take(&mut self.changes);
+        // Kept in `self.added` too: a panic before the commit point must still free them.
+        let added = self.added.clone();
+        if changes.is_empty() && added.is_empty() {
+            self.committed = true;
+            return;
+        }
+
+        // Prepare (may run user code: kinds' Clone, Hash and Eq): the new trees, and the
+        // rule versions to install. Nothing shared changes here.
+        let mut edits: HashMap<R::Kind, Tree> = HashMap::default();
+        let mut installs: Vec<(RuleId, RuleCell<R>)> = Vec::with_capacity(changes.len());
+        let mut removed = 0;
+        for (id, change) in changes {
+            let Some((old_kind, old_key)) = store.committed_rule(id) else { continue };
+            let payload = match change {
+                // Same kind, same place: the trees do not change.
+                Change::Replace(data) if data.kind == old_kind && data.key == old_key => Some(*data),
+                Change::Replace(data) => {
+                    let was = tree_of(&self.writer, &mut edits, &old_kind).remove(&old_key);
+                    debug_assert!(was, "a live rule is in its kind's tree");
+                    tree_of(&self.writer, &mut edits, &data.kind).insert(data.key, id);
+                    Some(*data)
+                }
+                Change::Remove => {
+                    let was = tree_of(&self.writer, &mut edits, &old_kind).remove(&old_key);
+                    debug_assert!(was, "a live rule is in its kind's tree");
+                    removed += 1;
+                    None
+                }
+            };
+            let newer = store
+                .rules
+                .get_with(id, |cell| VersionPtr::replacing(commit, cell, payload))
+                .expect("a live rule's slot stays while the writer lock is held");
+            installs.push((id, newer));
+        }
+        let mut adds_by_kind: HashMap<R::Kind, Vec<(OrderKey, RuleId)>> = HashMap::default();
+        for &id in &added {
+            let (kind, key) = store.committed_rule(id).expect("an added rule's slot stays until its commit");
+            adds_by_kind.entry(kind).or_default().push((key, id));
+        }
+        for (kind, adds) in adds_by_kind {
+            tree_of(&self.writer, &mut edits, &kind).insert_many(adds);
+        }
+        // Kinds that appear (a new cell, born in this commit) or become empty (their cell is
+        // freed once no guard can reach it through an older directory).
+        let mut new_kinds: Vec<(R::Kind, Tree)> = Vec::new();
+        let mut emptied: Vec<R::Kind> = Vec::new();
+        let mut tree_versions: Vec<(R::Kind, DefaultKey, Tree)> = Vec::new();
+        for (kind, tree) in edits {
+            match self.writer.kinds.get(&kind) {
+                Some(_) if tree.len() == 0 => emptied.push(kind),
+                Some(state) => tree_versions.push((kind.clone(), state.cell, tree)),
+                None if tree.len() == 0 => {}
+                None => new_kinds.push((kind, tree)),
+            }
+        }
+        let directory_changes = !new_kinds.is_empty() || !emptied.is_empty();
+        let mut new_cells: Vec<(R::Kind, KindState)> = Vec::with_capacity(new_kinds.len());
+        for (kind, tree) in new_kinds {
+            let cell = store.index.insert(IndexCell::Order(VersionPtr::new(commit, Some(tree.clone()))));
+            new_cells.push((kind, KindState { cell, tree }));
+        }
+        let directory = directory_changes.then(|| {
+            let mut directory: HashMap<R::Kind, DefaultKey> =
+                self.writer.kinds.iter().map(|(kind, state)| (kind.clone(), state.cell)).collect();
+            for kind in &emptied {
+                directory.remove(kind);
+            }
+            directory.extend(new_cells.iter().map(|(kind, state)| (kind.clone(), state.cell)));
+            directory
+        });
+
+        // Stage, publish, install: no user code from here on.
+        let mut index_installs: Vec<(DefaultKey, IndexCell<R::Kind>)> = Vec::new();
+        let stage_index = |cell: DefaultKey, payload: IndexPayload<R::Kind>| {
+            store
+                .index
+                .get_with(cell, |current| match (current, payload) {
+                    (IndexCell::Order(old), IndexPayload::Order(tree)) => {
+                        let newer = VersionPtr::replacing(commit, old, Some(tree));
+                        old.stage(&newer);
+                        IndexCell::Order(newer)
+                    }
+                    (IndexCell::Directory(old), IndexPayload::Directory(directory)) => {
+                        let newer = VersionPtr::replacing(commit, old, Some(directory));
+                        old.stage(&newer);
+                        IndexCell::Directory(newer)
+                    }
+                    _ => unreachable!("cells keep their kind"),
+                })
+                .expect("index cells stay while the writer lock is held")
+        };
+        for (_, cell, tree) in &tree_versions {
+            index_installs.push((*cell, stage_index(*cell, IndexPayload::Order(tree.clone()))));
+        }
+        if let Some(directory) = directory {
+            index_installs
+                .push((store.directory, stage_index(store.directory, IndexPayload::Directory(directory))));
+        }
+        for (id, newer) in &installs {
+            store.rules.get_with(*id, |current| current.stage(newer));
+        }
+        let live = store.live.load(Ordering::Relaxed) + added.len() - removed;
+        store.live.store(live, Ordering::SeqCst);
+        // The commit point.
+        store.committed.store(commit, Ordering::SeqCst);
+        for (id, newer) in installs {
+            let tombstone = newer.newest().is_none();
+            if let Err(newer) = store.rules.replace(id, newer) {
+                // Unreachable (the slot is live); a staged version must never be freed.
+                std::mem::forget(newer);
+            }
+            if tombstone {
+                self.writer.tombstones.push((id, commit));
+                store.unswept.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for (cell, newer) in index_installs {
+            if let Err(newer) = store.index.replace(cell, newer) {
+                std::mem::forget(newer);
+            }
+        }
+
+        // The writer's view follows (kinds' Hash and Eq run again here, on kinds they already
+        // ran on; the tables are consistent whatever happens now).
+        for (kind, _, tree) in tree_versions {
+            if let Some(state) = self.writer.kinds.get_mut(&kind) {
+                state.tree = tree;
+            }
+        }
+        for kind in emptied {
+            if let Some(state) = self.writer.kinds.remove(&kind) {
+                self.writer.dead_cells.push((state.cell, commit));
+            }
+        }
+        self.writer.kinds.extend(new_cells);
+        self.committed = true;
+        let writer = &mut *self.writer;
+        store.sweep(writer);
+        // Hand this commit's superseded versions (and the tree paths only they held) to the
+        // reclaimer now rather than when a batch fills: what a push supersedes is freed one
+        // grace period later, not a few pushes later.
+        // (Not under loom: it only hands values over sooner, through the engine's own
+        // protocol, and crossbeam's collection multiplies a model's interleavings.)
+        if !cfg!(loom) {
+            store.rules.try_reclaim();
+            store.index.try_reclaim();
+        }
+    }
+}
+
+/// The tree `kind` has so far in a commit's `edits` (its latest committed tree at first).
+fn tree_of<'e, Kd: Eq + Hash + Clone>(
+    writer: &Writer<Kd>,
+    edits: &'e mut HashMap<Kd, Tree>,
+    kind: &Kd,
+) -> &'e mut Tree {
+    if !edits.contains_key(kind) {
+        let tree = writer.kinds.get(kind).map(|state| state.tree.clone()).unwrap_or_default();
+        edits.insert(kind.clone(), tree);
+    }
+    edits.get_mut(kind).expect("inserted above")
+}
+
+/// What a commit installs in an index cell.
+enum IndexPayload<Kd> {
+    Order(Tree),
+    Directory(HashMap<Kd, DefaultKey>),
+}
+
+impl<R: Rule> Drop for Transaction<'_, R> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        // Aborted (an `Err` or a panic): the staged adds were never visible; free their slots.
+        for &id in &self.added {
+            self.store.rules.remove(id);
+        }
+    }
+}
+
+/// A read view of a [`RuleStore`], from [`RuleStore::pin`]: a snapshot of the latest commit
+/// at the time of `pin`. Everything read through it (and every reference it hands out)
+/// reflects that one commit, whatever writers do meanwhile. Taking one is lock-free; hold it
+/// across a request, not for long (while a guard lives, what was removed after its pin stays
+/// in memory).
 ///
 /// ```
 /// use rulestore::{Rule, RuleStore};
@@ -479,24 +1122,43 @@ fn members_node<Kd>(members: &[RuleId]) -> IndexNode<Kd> {
 /// let store = RuleStore::new();
 /// let id = store.add(R(3));
 /// let rules = store.pin();
-/// let rule = rules.get(id).unwrap();
-/// store.remove(id); // the reference stays valid while `rules` lives
-/// assert_eq!(rule.0, 3);
+/// store.remove(id);
+/// store.add(R(3));
+/// // Still the snapshot of the pin: the removed rule, and not the new one.
+/// assert_eq!(rules.get(id).map(|r| r.0), Some(3));
+/// assert_eq!(rules.of_kind(&3).count(), 1);
+/// assert_eq!(store.pin().get(id).map(|r| r.0), None);
 /// ```
 pub struct RulesGuard<'s, R: Rule> {
-    rules: Guard<'s, RuleId, Entry<R>>,
-    index: Guard<'s, DefaultKey, IndexNode<R::Kind>>,
+    rules: Guard<'s, RuleId, RuleCell<R>>,
+    index: Guard<'s, DefaultKey, IndexCell<R::Kind>>,
+    version: u64,
     directory: DefaultKey,
 }
 
 impl<R: Rule> fmt::Debug for RulesGuard<'_, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RulesGuard").finish_non_exhaustive()
+        f.debug_struct("RulesGuard").field("version", &self.version).finish_non_exhaustive()
     }
 }
 
 impl<'s, R: Rule> RulesGuard<'s, R> {
-    /// The rule `id`, if it is in the store.
+    /// The number of commits this view includes (0 for a new store): which rule set a
+    /// request used.
+    ///
+    /// ```
+    /// # use rulestore::{Rule, RuleStore};
+    /// # struct R; impl Rule for R { type Kind = (); fn kind(&self) {} }
+    /// let store = RuleStore::new();
+    /// store.add(R);
+    /// store.transaction(|tx| { tx.add(R); tx.add(R); Ok::<_, ()>(()) }).unwrap();
+    /// assert_eq!(store.pin().version(), 2);
+    /// ```
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The rule `id`, if this view holds it.
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -506,26 +1168,61 @@ impl<'s, R: Rule> RulesGuard<'s, R> {
     /// assert_eq!(store.pin().get(id).map(|r| r.0), Some(9));
     /// ```
     pub fn get(&self, id: RuleId) -> Option<&R> {
-        self.rules.get(id).map(|entry| &entry.rule)
+        self.data(id).map(|data| &data.rule)
     }
 
-    /// Every rule, in slot order (weakly consistent, like
-    /// [`epoch_slotmap::Guard::iter`]).
+    fn data(&self, id: RuleId) -> Option<&RuleData<R>> {
+        let cell = self.rules.get(id)?;
+        // SAFETY: read under `self.rules`, pinned before `self.version` was loaded (`pin`);
+        // the writer follows the commit protocol (`Transaction::commit`).
+        unsafe { cell.at(self.version) }
+    }
+
+    fn tree(&self, cell: DefaultKey) -> Option<&Tree> {
+        match self.index.get(cell)? {
+            // SAFETY: as in `data`, with `self.index`.
+            IndexCell::Order(cell) => unsafe { cell.at(self.version) },
+            _ => None,
+        }
+    }
+
+    fn ordered<'g>(
+        &'g self,
+        entries: impl Iterator<Item = (OrderKey, RuleId)> + 'g,
+    ) -> impl Iterator<Item = (RuleId, &'g R)> + 'g {
+        // Every id in a tree of this snapshot is live in it; the filter only guards the
+        // invariant.
+        entries.filter_map(move |(_, id)| self.get(id).map(|rule| (id, rule)))
+    }
+
+    fn directory(&self) -> Option<&HashMap<R::Kind, DefaultKey>> {
+        match self.index.get(self.directory)? {
+            // SAFETY: as in `data`, with `self.index`.
+            IndexCell::Directory(directory) => unsafe { directory.at(self.version) },
+            _ => None,
+        }
+    }
+
+    /// Every rule, highest priority first, then in the order they were added (a replaced
+    /// rule keeps its place). A merge of the kinds' orders: O(log kinds) per rule yielded,
+    /// plus O(kinds) to start.
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
-    /// # struct R(u8); impl Rule for R { type Kind = u8; fn kind(&self) -> u8 { self.0 } }
+    /// # struct R(i64); impl Rule for R { type Kind = (); fn kind(&self) {} fn priority(&self) -> i64 { self.0 } }
     /// let store = RuleStore::new();
     /// store.add(R(1));
-    /// store.add(R(2));
-    /// assert_eq!(store.pin().iter().map(|(_, r)| r.0 as u32).sum::<u32>(), 3);
+    /// store.add(R(5));
+    /// store.add(R(1));
+    /// assert_eq!(store.pin().iter().map(|(_, r)| r.0).collect::<Vec<_>>(), [5, 1, 1]);
     /// ```
     pub fn iter(&self) -> impl Iterator<Item = (RuleId, &R)> {
-        self.rules.iter().map(|(id, entry)| (id, &entry.rule))
+        let trees = self.directory().into_iter().flat_map(|d| d.values()).filter_map(|&cell| self.tree(cell));
+        self.ordered(tree::Merge::new(trees))
     }
 
-    /// The rules of `kind`; O(rules of that kind). Every rule yielded was live and of that
-    /// kind when it was looked up, none twice.
+    /// The rules of `kind`, in the order of [`iter`](Self::iter). O(1) per rule yielded,
+    /// plus one directory lookup.
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -538,29 +1235,22 @@ impl<'s, R: Rule> RulesGuard<'s, R> {
     /// assert_eq!(store.pin().of_kind(&5).count(), 0);
     /// ```
     pub fn of_kind(&self, kind: &R::Kind) -> impl Iterator<Item = (RuleId, &R)> {
-        let members: &[RuleId] = match self.index.get(self.directory) {
-            Some(IndexNode::Directory(directory)) => {
-                match directory.get(kind).and_then(|&n| self.index.get(n)) {
-                    Some(IndexNode::Members(members)) => members,
-                    _ => &[],
-                }
-            }
-            _ => &[],
-        };
-        members.iter().filter_map(move |&id| match self.rules.get(id) {
-            Some(entry) if entry.kind == *kind => Some((id, &entry.rule)),
-            _ => None,
-        })
+        let tree = self.directory().and_then(|d| d.get(kind)).and_then(|&cell| self.tree(cell));
+        self.ordered(tree.into_iter().flat_map(Tree::iter))
     }
 
-    /// The first rule (in slot order) for which `pred` holds.
+    /// The first rule in the order of [`iter`](Self::iter) for which `pred` holds: with
+    /// priorities, "first match wins".
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
-    /// # struct R(u8); impl Rule for R { type Kind = u8; fn kind(&self) -> u8 { self.0 } }
+    /// # struct R(&'static str, i64);
+    /// # impl Rule for R { type Kind = (); fn kind(&self) {} fn priority(&self) -> i64 { self.1 } }
     /// let store = RuleStore::new();
-    /// let id = store.add(R(4));
-    /// assert_eq!(store.pin().find(|r| r.0 > 3).map(|(i, _)| i), Some(id));
+    /// store.add(R("/", 0));
+    /// let api = store.add(R("/api", 10));
+    /// let hit = store.pin().find(|r| "/api/v1".starts_with(r.0)).map(|(i, _)| i);
+    /// assert_eq!(hit, Some(api));
     /// ```
     pub fn find(&self, mut pred: impl FnMut(&R) -> bool) -> Option<(RuleId, &R)> {
         self.iter().find(|(_, rule)| pred(rule))

@@ -1,34 +1,34 @@
-//! Snapshots (the `serde` feature): a store serializes its rule table as one point-in-time
-//! snapshot and deserializes into a store where every rule id from the snapshot is valid
-//! again, with the same rule.
+//! Snapshots (the `serde` feature): a store serializes its latest commit as one snapshot and
+//! deserializes into a store where every rule id from the snapshot is valid again, with the
+//! same rule in the same place of the order.
 //!
-//! Invariant: the snapshot is the rule table alone (an `epoch_slotmap` snapshot of the rules,
-//! each serialized as the rule itself); the kind index is derived data and is rebuilt from
-//! the table, with every rule filed under the kind `Rule::kind` gives on restore.
-
-use std::collections::HashMap;
+//! Invariant: the snapshot is the rule table alone (an `epoch_slotmap` snapshot, each slot's
+//! value serialized as `[order, rule]`, or as `null` for a removed rule whose slot is not
+//! freed yet); the order trees are derived data, rebuilt from the table on restore with each
+//! rule's kind and priority as `Rule` gives them then.
 
 use epoch_slotmap::SlotMap;
-use serde::de::{Deserialize, Deserializer};
+use serde::de::{Deserialize, Deserializer, Error as _};
 use serde::ser::{Serialize, Serializer};
 
-use crate::{Entry, IndexNode, KindState, Rule, RuleId, RuleStore, Writer, members_node};
+use crate::tree::{OrderKey, Tree};
+use crate::{HashMap, IndexCell, KindState, Rule, RuleCell, RuleData, RuleId, RuleStore, VersionPtr};
 
-impl<R: Rule + Serialize> Serialize for Entry<R> {
+impl<R: Rule + Serialize> Serialize for VersionPtr<RuleData<R>> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.rule.serialize(serializer)
+        self.newest().map(|data| (data.key.order, &data.rule)).serialize(serializer)
     }
 }
 
-impl<'de, R: Rule + Deserialize<'de>> Deserialize<'de> for Entry<R> {
+impl<'de, R: Rule + Deserialize<'de>> Deserialize<'de> for VersionPtr<RuleData<R>> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let rule = R::deserialize(deserializer)?;
-        Ok(Entry { kind: rule.kind(), rule })
+        let stored = Option::<(u64, R)>::deserialize(deserializer)?;
+        Ok(VersionPtr::new(0, stored.map(|(order, rule)| RuleData::new(rule, order))))
     }
 }
 
-/// Serializes every rule with its id, as of one moment: writers wait while it runs (it holds
-/// the writer lock), readers do not.
+/// Serializes every rule with its id and its place in the order rules were added, as of the
+/// latest commit: writers wait while it runs (it holds the writer lock), readers do not.
 ///
 /// ```
 /// use rulestore::{Rule, RuleStore};
@@ -77,25 +77,64 @@ impl<R: Rule + Serialize> Serialize for RuleStore<R> {
 /// ```
 impl<'de, R: Rule + Deserialize<'de>> Deserialize<'de> for RuleStore<R> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let rules = SlotMap::<RuleId, Entry<R>>::deserialize(deserializer)?;
-        Ok(RuleStore::from_table(rules))
+        let rules = SlotMap::<RuleId, RuleCell<R>>::deserialize(deserializer)?;
+        RuleStore::from_table(rules).map_err(D::Error::custom)
     }
 }
 
 impl<R: Rule> RuleStore<R> {
-    /// A store around a rule table nobody else can reach yet, with its kind index built.
-    fn from_table(rules: SlotMap<RuleId, Entry<R>>) -> Self {
-        let mut by_kind: HashMap<R::Kind, Vec<RuleId>> = HashMap::new();
-        for (id, entry) in rules.pin().iter() {
-            by_kind.entry(entry.kind.clone()).or_default().push(id);
+    /// A store around a restored rule table nobody else can reach yet: removed rules' slots
+    /// freed (their ids stay dead), the order trees built. Two rules with one place in the
+    /// order are an error.
+    fn from_table(rules: SlotMap<RuleId, RuleCell<R>>) -> Result<Self, String> {
+        let mut by_kind: HashMap<R::Kind, Vec<(OrderKey, RuleId)>> = HashMap::default();
+        let mut all = Vec::new();
+        let mut removed = Vec::new();
+        let mut next_order = 0;
+        for (id, cell) in rules.pin().iter() {
+            match cell.newest() {
+                Some(data) => {
+                    by_kind.entry(data.kind.clone()).or_default().push((data.key, id));
+                    all.push(data.key.order);
+                    next_order = next_order.max(data.key.order + 1);
+                }
+                None => removed.push(id),
+            }
         }
-        let index = SlotMap::new();
+        for id in removed {
+            rules.remove(id);
+        }
+        rules.reclaim();
+        let live = all.len();
+        let sorted = |mut entries: Vec<(OrderKey, RuleId)>| {
+            entries.sort_unstable_by_key(|&(key, _)| key);
+            Tree::from_sorted(entries)
+        };
+        let mut orders = all;
+        orders.sort_unstable();
+        if let Some(pair) = orders.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(format!("two rules have the same place in the order ({})", pair[0]));
+        }
+        let store = Self::from_maps(rules, SlotMap::new());
         let kinds: HashMap<R::Kind, KindState> = by_kind
             .into_iter()
-            .map(|(kind, members)| (kind, KindState { node: index.insert(members_node(&members)), members }))
+            .map(|(kind, entries)| {
+                let tree = sorted(entries);
+                let cell = store.index.insert(IndexCell::Order(VersionPtr::new(0, Some(tree.clone()))));
+                (kind, KindState { cell, tree })
+            })
             .collect();
-        let directory = kinds.iter().map(|(kind, state)| (kind.clone(), state.node)).collect();
-        let directory = index.insert(IndexNode::Directory(directory));
-        Self { rules, index, directory, writer: crate::Mutex::new(Writer { kinds }) }
+        let directory = kinds.iter().map(|(kind, state)| (kind.clone(), state.cell)).collect();
+        let replaced =
+            store.index.replace(store.directory, IndexCell::Directory(VersionPtr::new(0, Some(directory))));
+        debug_assert!(replaced.is_ok());
+        store.index.reclaim();
+        store.live.store(live, crate::sync::Ordering::Relaxed);
+        {
+            let mut writer = store.lock();
+            writer.kinds = kinds;
+            writer.next_order = next_order;
+        }
+        Ok(store)
     }
 }

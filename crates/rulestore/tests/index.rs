@@ -1,6 +1,7 @@
 //! The kind index under concurrency: readers check that every rule a kind scan yields is of
-//! that kind, live and yielded once, while writers add, replace across kinds and delete whole
-//! kinds; afterwards the index agrees with the table exactly.
+//! that kind and yielded once, and that a guard's kind scans and its scan
+//! of all rules agree, while writers add, replace across kinds, push small transactions and
+//! delete whole kinds; afterwards the index agrees with the table exactly.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,15 +37,24 @@ fn kind_sets_stay_consistent_under_concurrent_writers() {
                 let mut scans = 0u64;
                 while !stop.load(Ordering::Relaxed) || scans == 0 {
                     let rules = store.pin();
+                    let mut in_kinds = 0;
                     for kind in 0..KINDS {
                         let mut seen = HashSet::new();
                         for (id, rule) in rules.of_kind(&kind) {
                             assert_eq!(rule.kind, kind, "of_kind yielded a rule of another kind");
                             assert!(seen.insert(id), "of_kind yielded a rule twice");
+                            assert!(std::ptr::eq(rules.get(id).unwrap(), rule), "get and of_kind disagree");
                             // The reference stays valid under the guard whatever writers do.
                             assert!(std::hint::black_box(rule.serial) < u64::MAX);
                         }
+                        in_kinds += seen.len();
                     }
+                    // One snapshot: the kinds add up to all rules.
+                    assert_eq!(
+                        rules.iter().count(),
+                        in_kinds,
+                        "a guard's kind scans and its full scan disagree"
+                    );
                     scans += 1;
                 }
                 assert!(scans > 0);
@@ -75,6 +85,23 @@ fn kind_sets_stay_consistent_under_concurrent_writers() {
                             15 if serial % 64 == 15 => {
                                 store.remove_kind(&kind);
                                 ids.retain(|&id| store.pin().get(id).is_some());
+                            }
+                            15 if !ids.is_empty() => {
+                                // A push: move one rule, add two, remove one, at once.
+                                let moved = ids[(x >> 8) as usize % ids.len()];
+                                let gone = ids.swap_remove((x >> 16) as usize % ids.len());
+                                let added = store
+                                    .transaction(|tx| {
+                                        let _ = tx.replace(moved, R { kind: (kind + 1) % KINDS, serial });
+                                        let added = [
+                                            tx.add(R { kind, serial }),
+                                            tx.add(R { kind: (kind + 2) % KINDS, serial }),
+                                        ];
+                                        tx.remove(gone);
+                                        Ok::<_, ()>(added)
+                                    })
+                                    .unwrap();
+                                ids.extend(added);
                             }
                             _ => {}
                         }
@@ -114,13 +141,13 @@ fn remove_kind_hides_every_removed_rule_from_later_guards() {
         ids.iter().map(|&id| (id, old_guard.get(id).unwrap())).collect();
     let of_kind_1 = kinds.iter().filter(|(_, r)| r.kind == 1).count();
     assert_eq!(store.remove_kind(&1), of_kind_1);
-    // References taken under an older guard stay valid; no later lookup finds a removed rule.
+    // The older guard keeps its snapshot (every rule); no later lookup finds a removed rule.
     let new_guard = store.pin();
     for &(id, rule) in &kinds {
-        assert_eq!(rule.serial, rule.serial);
         assert_eq!(new_guard.get(id).is_some(), rule.kind != 1);
-        assert_eq!(old_guard.get(id).is_some(), rule.kind != 1);
+        assert!(std::ptr::eq(old_guard.get(id).unwrap(), rule));
     }
+    assert_eq!(old_guard.of_kind(&1).count(), of_kind_1);
     assert_eq!(new_guard.of_kind(&1).count(), 0);
     assert_eq!(new_guard.iter().filter(|(_, r)| r.kind == 1).count(), 0);
     drop(kinds);

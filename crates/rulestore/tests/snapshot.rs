@@ -114,7 +114,11 @@ fn snapshots_are_point_in_time_under_writers() {
 #[test]
 fn bad_snapshots_are_errors() {
     assert!(serde_json::from_str::<RuleStore<Acl>>("{}").is_err());
-    let slots = vec![r#"[3,{"kind":1,"cidr":"x"}]"#; 32].join(",");
+    // A slot: [version, [order, rule]].
+    let slots = (0..32)
+        .map(|order| format!(r#"[3,[{order},{{"kind":1,"cidr":"x"}}]]"#))
+        .collect::<Vec<_>>()
+        .join(",");
     let ok = format!(r#"{{"max_slots":64,"watermarks":[],"pages":[{{"page":0,"slots":[{slots}]}}]}}"#);
     let store: RuleStore<Acl> = serde_json::from_str(&ok).unwrap();
     assert_eq!(store.pin().of_kind(&1).count(), 32);
@@ -122,4 +126,11 @@ fn bad_snapshots_are_errors() {
     assert!(serde_json::from_str::<RuleStore<Acl>>(&bad_rule).is_err());
     let even = ok.replacen("[3,", "[4,", 1);
     assert!(serde_json::from_str::<RuleStore<Acl>>(&even).unwrap_err().to_string().contains("even"));
+    let same_place = ok.replacen("[3,[1,", "[3,[0,", 1);
+    let err = serde_json::from_str::<RuleStore<Acl>>(&same_place).unwrap_err().to_string();
+    assert!(err.contains("same place"), "{err}");
+    // A removed rule's slot (null) restores as a dead id.
+    let removed = ok.replacen(r#"[3,[0,{"kind":1,"cidr":"x"}]]"#, "[3,null]", 1);
+    let store: RuleStore<Acl> = serde_json::from_str(&removed).unwrap();
+    assert_eq!((store.len(), store.pin().iter().count()), (31, 31));
 }
