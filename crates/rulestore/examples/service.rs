@@ -845,6 +845,11 @@ fn run_store<S: Store + 'static>(store: Arc<S>, initial: Vec<(S::Id, Method)>, c
             // plane more than a second late (a store that makes it wait) does not burst.
             let period = rate.is_finite().then(|| Duration::from_secs_f64(1.0 / rate));
             let mut due = Instant::now();
+            // The first push comes right after the load, so even a run shorter than the load
+            // pushes once.
+            let changes = plane.push(&*store);
+            shared.updates.fetch_add(changes, Ordering::Relaxed);
+            shared.pushes.fetch_add(1, Ordering::Relaxed);
             while !shared.stop.load(Ordering::Relaxed) {
                 if let Some(period) = period {
                     due += period;

@@ -8,8 +8,8 @@
 //! latest when it was pinned, however long it is held: a request never sees half a push, and
 //! two lookups in one request never see two rule sets. Readers take no lock and never wait;
 //! transactions are serialised among themselves and never wait for a reader. A removed rule's
-//! memory is released as soon as no guard can still see it ([`RuleStore::reclaim`] waits for
-//! that moment).
+//! memory is released once no guard can still see it ([`RuleStore::reclaim`] waits for that
+//! moment).
 //!
 //! ```
 //! use rulestore::{Rule, RuleStore};
@@ -55,8 +55,9 @@
 //! way, one versioned cell per kind plus one for all rules, so a commit copies only the paths
 //! it changes: O(log k) per rule for a kind of k rules. Superseded versions and tree paths are
 //! retired to the engine when the next version is installed and dropped after its grace
-//! period; a removed rule's slot (its tombstone) is freed once no guard older than the removal
-//! remains. `docs/rulestore.md` has the design and the measurements.
+//! period; a removed rule's slot (its tombstone) is freed by the first write (or `reclaim`)
+//! after no guard older than the removal remains. `docs/rulestore.md` has the design and the
+//! measurements.
 //!
 //! # Features
 //!
@@ -71,7 +72,6 @@
 
 use std::fmt;
 use std::hash::Hash;
-use std::time::Duration;
 
 use epoch_slotmap::{DefaultKey, Guard, SlotMap, Stats};
 
@@ -291,8 +291,8 @@ impl<R: Rule> RuleStore<R> {
 
     /// An empty store that holds at most `max` rules; [`try_add`](Self::try_add) says when it
     /// is full. A removed rule's slot counts until no guard older than the removal is left
-    /// (an add that finds the store full waits for that, unless the calling thread holds a
-    /// guard itself).
+    /// and a later write (or [`reclaim`](Self::reclaim)) has freed it: an add that finds the
+    /// store full frees what it can without waiting, and fails otherwise.
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -301,6 +301,7 @@ impl<R: Rule> RuleStore<R> {
     /// let id = store.try_add(R(1)).unwrap();
     /// assert_eq!(store.try_add(R(2)), Err(R(2)));
     /// store.remove(id);
+    /// store.reclaim(); // frees the removed rule's slot once no guard can see it
     /// assert!(store.try_add(R(3)).is_ok());
     /// ```
     pub fn with_max_capacity(max: usize) -> Self {
@@ -343,8 +344,8 @@ impl<R: Rule> RuleStore<R> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Writer<R::Kind>> {
-        // A transaction that panicked has undone its staging before the lock was released
-        // (`Transaction`'s drop); commits call no user code once they start publishing.
+        // A transaction that panicked before its commit point has undone its staging before
+        // the lock was released (`Transaction`'s drop); one that panics after it aborts.
         self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -358,6 +359,10 @@ impl<R: Rule> RuleStore<R> {
     /// among themselves; readers never wait for them. A transaction that leaves the store as it
     /// found it (no rule replaced or removed, no added rule kept) is not a commit:
     /// [`RulesGuard::version`] counts only the others.
+    ///
+    /// A commit runs the kinds' `Hash` and `Eq` again, on kinds they already ran on, once it
+    /// is published; a panic there (or in a kind's `Drop`) aborts the process rather than
+    /// leave half a commit behind.
     ///
     /// Inside `f`, write through the `Transaction`: the store's own write methods (and
     /// `reclaim`) wait for the transaction to end, which never comes (a deadlock). Reads
@@ -578,8 +583,8 @@ impl<R: Rule> RuleStore<R> {
     }
 
     /// Returns once everything removed or replaced before the call (rules, their slots, old
-    /// tree paths) has been dropped, waiting for guards other threads hold. Writers wait
-    /// meanwhile; readers do not.
+    /// tree paths) has been dropped, waiting for guards other threads hold. Neither readers
+    /// nor writers wait for it.
     ///
     /// If the calling thread holds a guard of this store, waiting could never end: then it
     /// only starts the reclamation of what no guard can see and returns (as
@@ -594,14 +599,13 @@ impl<R: Rule> RuleStore<R> {
     /// assert_eq!(store.stats().pending, 0);
     /// ```
     pub fn reclaim(&self) {
-        let mut writer = self.lock();
-        // Every guard pinned before this returns true is gone, so every guard left read the
-        // latest commit: all tombstones can go.
-        if self.index.reclaim_timeout(Duration::MAX) {
-            let latest = self.committed.load(Ordering::Relaxed);
-            self.graced.fetch_max(latest, Ordering::Release);
-        }
-        self.sweep(&mut writer);
+        // Retire a probe tagged with the latest commit, then wait without the writer lock (a
+        // writer holding a guard of its own would otherwise wait for us while we wait for its
+        // guard): once the index table's reclamation has dropped the probe, every guard has
+        // read at least that commit, and the sweep frees every tombstone up to it.
+        self.retire_probe(&mut self.lock());
+        self.index.reclaim();
+        self.sweep(&mut self.lock());
         self.rules.reclaim();
         self.index.reclaim();
     }
@@ -649,6 +653,7 @@ impl<R: Rule> RuleStore<R> {
             }
             keep
         });
+        // Relaxed: a statistic (`stats`), changed only under the writer lock.
         self.unswept.fetch_sub(before - writer.tombstones.len(), Ordering::Relaxed);
         writer.dead_cells.retain(|&(cell, removed_in)| {
             let keep = removed_in > graced;
@@ -668,19 +673,27 @@ impl<R: Rule> RuleStore<R> {
         let waiting =
             writer.tombstones.iter().map(|t| t.1).chain(writer.dead_cells.iter().map(|c| c.1)).max();
         if waiting.is_some_and(|newest| writer.probe_tag < newest) {
-            // Retire a probe tagged with the latest commit: when it is dropped, every guard
-            // read at least that commit.
-            let latest = self.committed.load(Ordering::Relaxed);
-            self.index.get_with(self.probe, |cell| {
-                if let IndexCell::Probe(probe) = cell {
-                    probe.tag.store(latest, Ordering::Relaxed);
-                }
-            });
-            let fresh = GraceProbe { graced: self.graced.clone(), tag: AtomicU64::new(0) };
-            let replaced = self.index.replace(self.probe, IndexCell::Probe(fresh));
-            debug_assert!(replaced.is_ok());
-            writer.probe_tag = latest;
+            self.retire_probe(writer);
         }
+    }
+
+    /// Retires the grace probe tagged with the latest commit: once the engine drops it, every
+    /// guard has read at least that commit. The writer lock is held and every commit so far is
+    /// published, so the retirement follows the publication.
+    fn retire_probe(&self, writer: &mut Writer<R::Kind>) {
+        // Relaxed: the writer lock orders this load after the writers' own SeqCst stores.
+        let latest = self.committed.load(Ordering::Relaxed);
+        self.index.get_with(self.probe, |cell| {
+            if let IndexCell::Probe(probe) = cell {
+                // Relaxed: reaches the probe's drop through the engine's retirement chain (the
+                // replace below, the shard's stacks, the reclaimer), all happens-before.
+                probe.tag.store(latest, Ordering::Relaxed);
+            }
+        });
+        let fresh = GraceProbe { graced: self.graced.clone(), tag: AtomicU64::new(0) };
+        let replaced = self.index.replace(self.probe, IndexCell::Probe(fresh));
+        debug_assert!(replaced.is_ok());
+        writer.probe_tag = latest;
     }
 }
 
@@ -717,6 +730,7 @@ pub struct Transaction<'s, R: Rule> {
     added: Vec<RuleId>,
     /// Rules live before the transaction that it replaces or removes.
     changes: HashMap<RuleId, Change<R>>,
+    /// Whether the commit was published (then `Drop` must leave the added slots alone).
     committed: bool,
 }
 
@@ -776,15 +790,13 @@ impl<R: Rule> Transaction<'_, R> {
             }
             Err(full) => full.into_inner(),
         };
-        // Full: free the tombstones every guard has moved past (waiting for the guards of
-        // other threads, as a limited engine map does), then try once more.
+        // Full: free the tombstones every guard has moved past, then try once more. No
+        // blocking wait here: the writer lock is held, and a thread holding a guard may be
+        // waiting for that lock.
         if !self.writer.tombstones.is_empty() {
-            if self.store.index.reclaim_timeout(Duration::MAX) {
-                let latest = self.store.committed.load(Ordering::Relaxed);
-                self.store.graced.fetch_max(latest, Ordering::Release);
-            }
+            self.store.index.try_reclaim();
             self.store.sweep(&mut self.writer);
-            self.store.rules.reclaim();
+            self.store.rules.try_reclaim();
         }
         match self.store.rules.try_insert(cell) {
             Ok(id) => {
@@ -986,8 +998,12 @@ impl<R: Rule> Transaction<'_, R> {
         }
         let directory_changes = !new_kinds.is_empty() || !emptied.is_empty();
         let mut new_cells: Vec<(R::Kind, KindState)> = Vec::with_capacity(new_kinds.len());
+        // New kinds' cells are born in this commit, invisible until it is published; if the
+        // directory's construction below panics (a kind's Clone, Hash or Eq), they go.
+        let mut unpublished = RemoveOnUnwind { index: &store.index, cells: Vec::new() };
         for (kind, tree) in new_kinds {
             let cell = store.index.insert(IndexCell::Order(VersionPtr::new(commit, Some(tree.clone()))));
+            unpublished.cells.push(cell);
             new_cells.push((kind, KindState { cell, tree }));
         }
         let directory = directory_changes.then(|| {
@@ -1000,7 +1016,13 @@ impl<R: Rule> Transaction<'_, R> {
             directory
         });
 
-        // Stage, publish, install: no user code from here on.
+        // Stage, publish, install, then update the writer's view. From the first staged link on,
+        // an unwind would free versions a guard can already reach (and publish half a commit):
+        // a panic here aborts the process. Only internal invariant failures and the kinds'
+        // Hash, Eq and Drop in the writer's view update (user code that already ran on the
+        // same kinds above) can panic here.
+        unpublished.cells.clear();
+        let abort_on_unwind = AbortOnUnwind;
         let mut index_installs: Vec<(DefaultKey, IndexCell<R::Kind>)> = Vec::new();
         let stage_index = |cell: DefaultKey, payload: IndexPayload<R::Kind>| {
             store
@@ -1030,10 +1052,13 @@ impl<R: Rule> Transaction<'_, R> {
         for (id, newer) in &installs {
             store.rules.get_with(*id, |current| current.stage(newer));
         }
+        // The commit point. SeqCst: pairs with the SeqCst load in `pin` (see versioned.rs).
+        store.committed.store(commit, Ordering::SeqCst);
+        // The staged adds are published: an abort must not free them any more.
+        self.committed = true;
+        // Relaxed load: only writers store `live`, under the writer lock.
         let live = store.live.load(Ordering::Relaxed) + added.len() - removed;
         store.live.store(live, Ordering::SeqCst);
-        // The commit point.
-        store.committed.store(commit, Ordering::SeqCst);
         for (id, newer) in installs {
             let tombstone = newer.newest().is_none();
             if let Err(newer) = store.rules.replace(id, newer) {
@@ -1064,7 +1089,7 @@ impl<R: Rule> Transaction<'_, R> {
             }
         }
         self.writer.kinds.extend(new_cells);
-        self.committed = true;
+        std::mem::forget(abort_on_unwind);
         let writer = &mut *self.writer;
         store.sweep(writer);
         // Hand this commit's superseded versions (and the tree paths only they held) to the
@@ -1090,6 +1115,33 @@ fn tree_of<'e, Kd: Eq + Hash + Clone>(
         edits.insert(kind.clone(), tree);
     }
     edits.get_mut(kind).expect("inserted above")
+}
+
+/// Removes index cells inserted for a commit that will not be published (dropped while
+/// `cells` is not empty: an unwind before the commit point).
+struct RemoveOnUnwind<'i, Kd> {
+    index: &'i SlotMap<DefaultKey, IndexCell<Kd>>,
+    cells: Vec<DefaultKey>,
+}
+
+impl<Kd> Drop for RemoveOnUnwind<'_, Kd> {
+    fn drop(&mut self) {
+        for &cell in &self.cells {
+            self.index.remove(cell);
+        }
+    }
+}
+
+/// Aborts the process if dropped during an unwind (see `Transaction::commit`); forgotten at
+/// the end of the section it guards.
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            std::process::abort();
+        }
+    }
 }
 
 /// What a commit installs in an index cell.

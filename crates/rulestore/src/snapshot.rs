@@ -96,7 +96,8 @@ impl<R: Rule> RuleStore<R> {
                 Some(data) => {
                     by_kind.entry(data.kind.clone()).or_default().push((data.key, id));
                     all.push(data.key.order);
-                    next_order = next_order.max(data.key.order + 1);
+                    // A place at u64::MAX leaves none for the next rule: an error below.
+                    next_order = next_order.max(data.key.order.saturating_add(1));
                 }
                 None => removed.push(id),
             }
@@ -112,6 +113,9 @@ impl<R: Rule> RuleStore<R> {
         };
         let mut orders = all;
         orders.sort_unstable();
+        if orders.last() == Some(&u64::MAX) {
+            return Err("a rule's place in the order is u64::MAX: no place is left after it".into());
+        }
         if let Some(pair) = orders.windows(2).find(|pair| pair[0] == pair[1]) {
             return Err(format!("two rules have the same place in the order ({})", pair[0]));
         }

@@ -9,11 +9,12 @@
 //! O(n log k), with its copies shared by every later change of the same commit.
 //!
 //! Shape: a branch lists its children with a lower bound each; every key of child `i` is at
-//! least bound `i` (child 0's bound is never read) and below bound `i + 1`. Removing keys never
-//! raises a bound, so stale bounds stay lower bounds. Nodes are not merged when they shrink
-//! (empty ones are dropped); instead, a tree whose height exceeds what its length needs by
-//! more than `SLACK` levels is rebuilt compactly, which keeps the height (and the iterator's
-//! fixed stack) bounded by the length: at most `MAX_HEIGHT`.
+//! least bound `i` (child 0's bound is never read) and below bound `i + 1`; the bounds of
+//! children 1.. ascend. Removing keys never raises a bound, so stale bounds stay lower bounds. Nodes are not merged when they shrink
+//! (empty ones are dropped); instead, a tree whose height exceeds what its length needs with
+//! full nodes by more than `SLACK` levels is rebuilt three quarters full (at most one level
+//! above full nodes, so within `SLACK`), which keeps the height (and the iterator's fixed
+//! stack) bounded by the length: at most `MAX_HEIGHT`.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -67,9 +68,11 @@ pub(crate) struct Tree {
     height: usize,
 }
 
-/// The child of `children` whose range holds `key`.
+/// The child of `children` whose range holds `key`: the last one whose bound is at most
+/// `key`, child 0 standing for everything below child 1's bound (its own bound is not read:
+/// a split of child 0 can put a smaller bound after it).
 fn child_for(children: &[(OrderKey, Arc<Node>)], key: &OrderKey) -> usize {
-    children.partition_point(|(bound, _)| bound <= key).saturating_sub(1)
+    children.get(1..).map_or(0, |rest| rest.partition_point(|(bound, _)| bound <= key))
 }
 
 /// Splits an overfull node's entries in two halves; returns the right half's first key and

@@ -18,10 +18,13 @@
 //!   before that retirement in the reclaimer's order (an epoch reclaimer frees a retired value
 //!   only once every guard that could have read the state before its retirement is gone, and
 //!   the old `committed` is such state), so it keeps `X.older`. The same holds down the chain.
-//! - `X.newer`, only when its `born <= v`: then the guard read `committed >= X.newer.born`, so
-//!   the install of `X.newer` is not yet done or `X.newer` is in the slot; either way it is
-//!   retired only at a later commit `c2`, after `c2` was published, and a guard that still
-//!   reads `X` from the slot read a `committed` below `c2`, so it keeps `X.newer` as above.
+//! - `X.newer` (its `born` always, the rest only when `born <= v`): until it is installed the
+//!   writer owns it and does not free it. Once installed, it is retired either at a later
+//!   commit `c2`, after `c2` was published (a guard that still reads `X` from the slot read a
+//!   `committed` below `c2`, so it keeps `X.newer` as above), or, for a tombstone, by the
+//!   sweep that frees the slot. The guard read `X` from the slot before `X.newer` was
+//!   installed (coherence), and the install happens before the sweep's retirement, so the
+//!   guard's pin precedes that retirement in the reclaimer's order and it keeps `X.newer`.
 //!
 //! Hence a guard never follows more than one `newer` link (a guard that read `committed >= c2`
 //! finds `X.newer` or a later version in the slot, because the install of commit `c` happened
@@ -59,7 +62,7 @@ unsafe impl<T: Sync> Sync for VersionPtr<T> {}
 
 impl<T> Drop for VersionPtr<T> {
     fn drop(&mut self) {
-        // SAFETY: the pointer came from `Box::into_raw` in `new`, and this is its one owner.
+        // SAFETY: the pointer came from `Box::leak` in `boxed`, and this is its one owner.
         drop(unsafe { Box::from_raw(self.0.as_ptr()) });
     }
 }
@@ -99,7 +102,7 @@ impl<T> VersionPtr<T> {
     pub(crate) fn into_payload(self) -> Option<T> {
         let raw = self.0.as_ptr();
         std::mem::forget(self);
-        // SAFETY: from `Box::into_raw` in `new`; ownership moves out of the forgotten `self`.
+        // SAFETY: from `Box::leak` in `boxed`; ownership moves out of the forgotten `self`.
         unsafe { Box::from_raw(raw) }.payload
     }
 
@@ -109,6 +112,7 @@ impl<T> VersionPtr<T> {
     /// The writer must then publish `newer`'s commit and install `newer` in this slot without
     /// dropping it in between (see the module header).
     pub(crate) fn stage(&self, newer: &VersionPtr<T>) {
+        // Relaxed: only the writer (under its lock) stores `newer`.
         debug_assert!(self.version().newer.load(Ordering::Relaxed).is_null(), "staged twice");
         debug_assert!(newer.version().older == self.0.as_ptr().cast_const());
         // Release: pairs with the Acquire load in `at`, so a guard that finds `newer` sees it

@@ -284,15 +284,18 @@ fn a_full_store_gives_the_rule_back_in_and_out_of_transactions() {
         })
         .unwrap();
     assert_eq!(back, Some(10));
-    // Once no guard is older than the removal, the slot is free again.
+    // Once no guard is older than the removal (and something freed it), the slot is free.
+    store.reclaim();
     let id = store.try_add(p(11)).expect("the removed rule's slot is reused");
     assert_eq!(store.pin().get(id).map(|r| r.push), Some(11));
     assert_eq!(store.len(), 4);
-    // With a guard of our own older than the removals, an add cannot wait for it.
+    // With a guard of our own older than the removal, its slot cannot be freed: the add fails
+    // (it never waits, and `reclaim` cannot wait for the calling thread's own guard).
     let guard = store.pin();
     assert!(store.remove(ids[1]));
     assert_eq!(store.try_add(p(12)).unwrap_err().push, 12);
     drop(guard);
+    store.reclaim();
     assert!(store.try_add(p(13)).is_ok());
     let panics = catch_unwind(AssertUnwindSafe(|| store.add(p(14))));
     assert!(panics.is_err(), "add panics when full, as documented");
