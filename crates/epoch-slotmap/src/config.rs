@@ -8,6 +8,10 @@
 /// log2 of the slots in the first page (2 under loom, 32 otherwise).
 pub(crate) const FIRST_PAGE_SHIFT: u32 = if cfg!(loom) { 1 } else { 5 };
 
+/// A participant flushes its bag every this many pins (see `domain/epoch.rs`); never under
+/// loom, where it would only multiply a model's interleavings.
+pub(crate) const FLUSH_EVERY_PINS: u32 = if cfg!(loom) { u32::MAX } else { 1 << 12 };
+
 /// Retirements per batch: a batch is taken when a thread's removed stacks reach this many
 /// slots (see `STACK_SHARE`), or its replaced stack this many values.
 pub(crate) const BATCH: usize = if cfg!(loom) {

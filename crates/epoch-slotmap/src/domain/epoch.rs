@@ -45,6 +45,9 @@ struct Participant {
     /// domain does not know the value type), null until that thread's first write. Used only
     /// by the thread that claimed it, like `handle`.
     shard: Cell<*const ()>,
+    /// Pins since the participant's bag was last flushed (see `note_pin`). Used only by the
+    /// thread that claimed it, like `handle`; not a loom location (it orders nothing).
+    pins: std::cell::Cell<u32>,
     /// `FREE`, `CLAIMED`, `RELEASING` (its last claimant is flushing it) or `CLOSED`.
     state: AtomicU8,
     /// Next participant of the registry (immutable once published).
@@ -153,13 +156,42 @@ std::thread_local! {
 /// cells), and its map lives (so `shut_down`, which takes the handle under `&mut`, has not
 /// run): the references are used only while both hold.
 #[inline(always)]
-unsafe fn claimed_parts<'a>(participant: *const Participant) -> (&'a LocalHandle, &'a Cell<*const ()>) {
+unsafe fn claimed_parts<'a>(participant: *const Participant) -> Claimed<'a> {
     // SAFETY: the caller's contract: the node is alive.
     let participant = unsafe { &*participant };
     // SAFETY: the caller's contract: only this thread touches the cell, and nothing takes
     // the handle while the map lives.
     let handle = unsafe { &*participant.handle.ptr() };
-    (handle.as_ref().expect("participant of a live map has a handle"), &participant.shard)
+    Claimed {
+        handle: handle.as_ref().expect("participant of a live map has a handle"),
+        shard: &participant.shard,
+        pins: &participant.pins,
+    }
+}
+
+/// The parts of a participant the thread that claimed it uses.
+struct Claimed<'a> {
+    handle: &'a LocalHandle,
+    shard: &'a Cell<*const ()>,
+    pins: &'a std::cell::Cell<u32>,
+}
+
+impl Claimed<'_> {
+    /// Pins, and every `FLUSH_EVERY_PINS` pins flushes the participant's bag. A thread that
+    /// only reads defers nothing of its own, but each queue node of deferred functions its
+    /// collections pop is freed through its bag (crossbeam defers the node), and a bag goes
+    /// to the global queue only when full: without the flush, every reader thread would keep
+    /// up to a bag's worth of popped nodes (about 2 KiB each) per map.
+    #[inline(always)]
+    fn pin(&self) -> EpochGuard {
+        let guard = self.handle.pin();
+        let pins = self.pins.get().wrapping_add(1);
+        self.pins.set(pins);
+        if pins.is_multiple_of(crate::config::FLUSH_EVERY_PINS) {
+            guard.flush();
+        }
+        guard
+    }
 }
 
 /// Forgets the fast-path entry of map `domain`, if it is the one (`None`: whatever it is).
@@ -195,10 +227,10 @@ impl EpochDomain {
         }
     }
 
-    /// This thread's participant (its handle and its shard cell), claiming or registering one
-    /// on the first call.
+    /// This thread's participant (its handle, its shard cell and its pin count), claiming or
+    /// registering one on the first call.
     #[inline(always)]
-    fn with_participant<R>(&self, f: impl FnOnce(&LocalHandle, &Cell<*const ()>) -> R) -> R {
+    fn with_participant<R>(&self, f: impl FnOnce(&Claimed<'_>) -> R) -> R {
         #[cfg(not(loom))]
         {
             let (id, participant) = MRU.with(std::cell::Cell::get);
@@ -207,8 +239,7 @@ impl EpochDomain {
                 // the participant exists (module invariant: reset by the slow path below and
                 // by the entry's drop), so the node is alive and claimed by this thread, and
                 // `&self` proves the map (hence the handle) lives, as in the slow path.
-                let (handle, shard) = unsafe { claimed_parts(participant) };
-                return f(handle, shard);
+                return f(&unsafe { claimed_parts(participant) });
             }
         }
         self.with_participant_slow(f)
@@ -216,7 +247,7 @@ impl EpochDomain {
 
     /// `with_participant` through the cache (and claiming or registering on a miss).
     #[inline(never)]
-    fn with_participant_slow<R>(&self, f: impl FnOnce(&LocalHandle, &Cell<*const ()>) -> R) -> R {
+    fn with_participant_slow<R>(&self, f: impl FnOnce(&Claimed<'_>) -> R) -> R {
         // Whatever it named may be pruned or moved below; it is set again at the end.
         forget_mru(None);
         CACHE.with(|cache| {
@@ -240,8 +271,7 @@ impl EpochDomain {
             // SAFETY: the entry's registry keeps the node alive; this thread holds the claim,
             // so it is the only one touching `handle` and `shard` (module invariant); the
             // handle is `Some` while the map lives, and `&self` proves the map lives.
-            let (handle, shard) = unsafe { claimed_parts(participant) };
-            f(handle, shard)
+            f(&unsafe { claimed_parts(participant) })
         })
     }
 
@@ -263,6 +293,7 @@ impl EpochDomain {
         let fresh = Box::into_raw(Box::new(Participant {
             handle: Cell::new(Some(collector.register())),
             shard: Cell::new(std::ptr::null()),
+            pins: std::cell::Cell::new(0),
             state: AtomicU8::new(CLAIMED),
             next: std::ptr::null_mut(),
         }));
@@ -284,28 +315,28 @@ impl EpochDomain {
     /// Pins this thread in the domain.
     #[inline(always)]
     pub(crate) fn pin(&self) -> EpochGuard {
-        self.with_participant(|h, _| h.pin())
+        self.with_participant(|claimed| claimed.pin())
     }
 
     /// Pins this thread and returns its shard, made by `make` on its first call.
     #[inline(always)]
     pub(crate) fn pin_with_shard(&self, make: impl FnOnce() -> *const ()) -> (EpochGuard, *const ()) {
-        self.with_participant(|h, cell| {
+        self.with_participant(|claimed| {
             // SAFETY: only the thread that claimed the participant touches `shard` (module
             // invariant), and `with_participant` runs on that thread.
-            let mut shard = unsafe { *cell.ptr() };
+            let mut shard = unsafe { *claimed.shard.ptr() };
             if shard.is_null() {
                 shard = make();
                 // SAFETY: as above.
-                unsafe { *cell.ptr_mut() = shard };
+                unsafe { *claimed.shard.ptr_mut() = shard };
             }
-            (h.pin(), shard)
+            (claimed.pin(), shard)
         })
     }
 
     /// Whether this thread currently holds a pin of this domain.
     pub(crate) fn is_pinned_here(&self) -> bool {
-        self.with_participant(|h, _| h.is_pinned())
+        self.with_participant(|claimed| claimed.handle.is_pinned())
     }
 
     /// Pins, pushes this thread's deferred functions to the global queue and runs what has
