@@ -51,10 +51,10 @@
 //! Every slot of the rule table holds a chain of versions stamped with the commit that made
 //! them visible; a guard reads the commit counter once, when it is pinned, and resolves every
 //! slot to the version its commit saw (see `versioned.rs` for the protocol and its argument).
-//! The order of each kind's rules, and of all rules, is a persistent B+tree published the same
-//! way, one versioned cell per kind plus one for all rules, so a commit copies only the paths
-//! it changes: O(log k) per rule for a kind of k rules. Superseded versions and tree paths are
-//! retired to the engine when the next version is installed and dropped after its grace
+//! The order of each kind's rules is a persistent B+tree published the same way, one
+//! versioned cell per kind, so a commit copies only the paths it changes: O(log k) per rule for
+//! a kind of k rules. What a commit supersedes (old versions of rules and tree paths) is
+//! retired to the engine in one batch once the commit is published and dropped after its grace
 //! period; a removed rule's slot (its tombstone) is freed by the first write (or `reclaim`)
 //! after no guard older than the removal remains. `docs/rulestore.md` has the design and the
 //! measurements.
@@ -81,7 +81,7 @@ mod tree;
 mod versioned;
 
 use tree::{OrderKey, Tree};
-use versioned::VersionPtr;
+use versioned::{Owned, Versioned};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -137,13 +137,18 @@ pub trait Rule: Send + Sync + 'static {
     /// What rules are grouped by (for [`RulesGuard::of_kind`] and
     /// [`RuleStore::remove_kind`]).
     type Kind: Eq + Hash + Clone + Send + Sync + 'static;
-    /// This rule's kind. Called once when the rule is stored; a rule's kind is the one it had
-    /// then.
+    /// This rule's kind. Called by writers when the rule is stored, replaced or removed (the
+    /// store keeps no copy: a rule costs only its own size): it must return equal kinds for
+    /// the same rule every time, as a `HashMap` key's hash must not change. A rule that breaks
+    /// this is a logic error: it may be listed under a kind it no longer has, or twice by
+    /// [`RulesGuard::iter`], and may stay in memory until its old kind is removed; never a
+    /// panic or undefined behaviour.
     fn kind(&self) -> Self::Kind;
     /// Where this rule comes in [`RulesGuard::iter`], [`of_kind`](RulesGuard::of_kind) and
     /// [`find`](RulesGuard::find): higher first; among equals, the rule added first comes
-    /// first. Called once when the rule is stored. The default puts every rule at 0, so rules
-    /// come in the order they were added.
+    /// first. Called by writers, like [`kind`](Self::kind), and bound by the same rule: the
+    /// same priority every time. The default puts every rule at 0, so rules come in the order
+    /// they were added.
     fn priority(&self) -> i64 {
         0
     }
@@ -164,46 +169,89 @@ epoch_slotmap::new_key_type! {
     pub struct RuleId;
 }
 
-/// A stored rule with what it had when stored: its kind, its priority, and its place in the
-/// order rules were added (kept by `replace`).
+/// A stored rule and its place in the order rules were added (kept by `replace`).
 struct RuleData<R: Rule> {
-    kind: R::Kind,
-    key: OrderKey,
+    order: u64,
     rule: R,
 }
 
 impl<R: Rule> RuleData<R> {
     fn new(rule: R, order: u64) -> Self {
-        Self { kind: rule.kind(), key: OrderKey { priority: rule.priority(), order }, rule }
+        Self { order, rule }
+    }
+
+    fn kind(&self) -> R::Kind {
+        self.rule.kind()
+    }
+
+    /// Where the rule sorts.
+    fn key(&self) -> OrderKey {
+        OrderKey { priority: self.rule.priority(), order: self.order }
     }
 }
 
 /// What a slot of the rule table holds.
-type RuleCell<R> = VersionPtr<RuleData<R>>;
+type RuleCell<R> = Versioned<RuleData<R>>;
+
+/// Kind -> the key of its tree cell.
+type Directory<Kd> = HashMap<Kd, DefaultKey>;
 
 /// What a slot of the index table holds.
-enum IndexCell<Kd> {
-    /// Kind -> the key of its tree cell. One per store, at a fixed key.
-    Directory(VersionPtr<HashMap<Kd, DefaultKey>>),
-    /// The order of one kind's rules, or (at a fixed key) of all rules.
-    Order(VersionPtr<Tree>),
-    /// Tells the writer when a grace period has passed (see [`GraceProbe`]).
-    Probe(GraceProbe),
+enum IndexCell<R: Rule> {
+    /// The directory of kinds. One per store, at a fixed key.
+    Directory(Versioned<Directory<R::Kind>>),
+    /// The order of one kind's rules.
+    Order(Versioned<Tree>),
+    /// A retired commit's garbage, and word of its grace period (see [`GraceProbe`]).
+    Probe(#[expect(dead_code, reason = "held only to be dropped by the engine")] GraceProbe<R>),
 }
 
-/// Dropped by the engine once no guard older than its retirement is left; then every guard
-/// has a snapshot at least `tag`, and the tombstones of commits up to `tag` can be freed.
-struct GraceProbe {
-    graced: std::sync::Arc<AtomicU64>,
-    tag: AtomicU64,
+/// The versions commits replaced (see `versioned.rs`), freed together.
+struct Garbage<R: Rule> {
+    rules: Vec<Owned<RuleData<R>>>,
+    trees: Vec<Owned<Tree>>,
+    directories: Vec<Owned<Directory<R::Kind>>>,
 }
 
-impl Drop for GraceProbe {
+impl<R: Rule> Default for Garbage<R> {
+    fn default() -> Self {
+        Self { rules: Vec::new(), trees: Vec::new(), directories: Vec::new() }
+    }
+}
+
+impl<R: Rule> Garbage<R> {
+    fn len(&self) -> usize {
+        self.rules.len() + self.trees.len() + self.directories.len()
+    }
+}
+
+/// What the probes tell the store.
+struct Grace {
+    /// The latest commit every guard's snapshot has reached, as far as probes have told.
+    graced: AtomicU64,
+    /// Replaced versions in probes not dropped yet (for `stats`).
+    garbage: AtomicUsize,
+}
+
+/// Inserted in the index table and removed at once, after the commit `tag` was published:
+/// the engine drops it once no guard pinned before the removal is left. Then every guard has
+/// a snapshot at least `tag`, so no guard can reach `garbage` (the versions replaced up to
+/// `tag`, freed with the probe), and the tombstones of commits up to `tag` can be freed.
+struct GraceProbe<R: Rule> {
+    grace: std::sync::Arc<Grace>,
+    tag: u64,
+    garbage: Garbage<R>,
+}
+
+impl<R: Rule> Drop for GraceProbe<R> {
     fn drop(&mut self) {
-        // Relaxed load: `tag` was stored by the writer before it retired the probe, and the
-        // engine hands a retired value to its drop through a happens-before edge. Release on
-        // `graced`: pairs with the Acquire load in `sweep`.
-        self.graced.fetch_max(self.tag.load(Ordering::Relaxed), Ordering::Release);
+        let garbage = std::mem::take(&mut self.garbage);
+        let freed = garbage.len();
+        drop(garbage);
+        // Relaxed: a statistic (`stats`).
+        self.grace.garbage.fetch_sub(freed, Ordering::Relaxed);
+        // Release: pairs with the Acquire load in `sweep`.
+        self.grace.graced.fetch_max(self.tag, Ordering::Release);
     }
 }
 
@@ -245,17 +293,16 @@ struct KindState {
 /// ```
 pub struct RuleStore<R: Rule> {
     rules: SlotMap<RuleId, RuleCell<R>>,
-    index: SlotMap<DefaultKey, IndexCell<R::Kind>>,
+    index: SlotMap<DefaultKey, IndexCell<R>>,
     directory: DefaultKey,
-    probe: DefaultKey,
     /// The number of the latest published commit (a guard's snapshot).
     committed: AtomicU64,
     /// Live rules as of the latest commit.
     live: AtomicUsize,
     /// Tombstones not freed yet (for `stats`).
     unswept: AtomicUsize,
-    /// The latest commit every guard's snapshot has reached, as far as probes have told.
-    graced: std::sync::Arc<AtomicU64>,
+    /// What the probes tell (see [`GraceProbe`]).
+    grace: std::sync::Arc<Grace>,
     writer: Mutex<Writer<R::Kind>>,
 }
 
@@ -316,23 +363,16 @@ impl<R: Rule> RuleStore<R> {
         Self::from_maps(SlotMap::with_grace_reclaimer(), SlotMap::with_grace_reclaimer())
     }
 
-    fn from_maps(
-        rules: SlotMap<RuleId, RuleCell<R>>,
-        index: SlotMap<DefaultKey, IndexCell<R::Kind>>,
-    ) -> Self {
-        let directory = index.insert(IndexCell::Directory(VersionPtr::new(0, Some(HashMap::default()))));
-        let graced = std::sync::Arc::new(AtomicU64::new(0));
-        let probe =
-            index.insert(IndexCell::Probe(GraceProbe { graced: graced.clone(), tag: AtomicU64::new(0) }));
+    fn from_maps(rules: SlotMap<RuleId, RuleCell<R>>, index: SlotMap<DefaultKey, IndexCell<R>>) -> Self {
+        let directory = index.insert(IndexCell::Directory(Versioned::new(0, Some(HashMap::default()))));
         Self {
             rules,
             index,
             directory,
-            probe,
             committed: AtomicU64::new(0),
             live: AtomicUsize::new(0),
             unswept: AtomicUsize::new(0),
-            graced,
+            grace: std::sync::Arc::new(Grace { graced: AtomicU64::new(0), garbage: AtomicUsize::new(0) }),
             writer: Mutex::new(Writer {
                 kinds: HashMap::default(),
                 next_order: 0,
@@ -392,6 +432,8 @@ impl<R: Rule> RuleStore<R> {
     pub fn transaction<T, E>(&self, f: impl FnOnce(&mut Transaction<'_, R>) -> Result<T, E>) -> Result<T, E> {
         let writer = self.lock();
         let commit = self.committed.load(Ordering::Relaxed) + 1;
+        // Unreachable in practice (2^63 commits); a version's stamp needs the top bit.
+        assert!(commit < versioned::TOMBSTONE, "rulestore: commit numbers exhausted");
         let mut tx = Transaction {
             store: self,
             writer,
@@ -498,8 +540,14 @@ impl<R: Rule> RuleStore<R> {
     /// assert_eq!(store.pin().iter().count(), 1);
     /// ```
     pub fn pin(&self) -> RulesGuard<'_, R> {
-        let index = self.index.pin();
+        // The index table, through which replaced versions are retired (in grace probes), is
+        // pinned last, right before `committed` is read. The argument holds in either order;
+        // with the index pinned first, Miri's default schedule of `tests/index.rs` reports a
+        // race on such a version, which goes away when crossbeam pins with a SeqCst
+        // read-modify-write (as it does natively on x86) instead of its Miri path (a relaxed
+        // store and a SeqCst fence): docs/rulestore.md has the details.
         let rules = self.rules.pin();
+        let index = self.index.pin();
         // SeqCst, after both pins: the snapshot the versioned cells' argument needs (a guard
         // that reads an older commit than a retirement's is protected from it).
         let version = self.committed.load(Ordering::SeqCst);
@@ -546,7 +594,10 @@ impl<R: Rule> RuleStore<R> {
     pub fn stats(&self) -> Stats {
         let mut stats = self.rules.stats();
         stats.len = self.len();
-        stats.pending += self.index.stats().pending + self.unswept.load(Ordering::Relaxed);
+        // Relaxed: statistics.
+        stats.pending += self.index.stats().pending
+            + self.unswept.load(Ordering::Relaxed)
+            + self.grace.garbage.load(Ordering::Relaxed);
         stats
     }
 
@@ -603,9 +654,9 @@ impl<R: Rule> RuleStore<R> {
         // writer holding a guard of its own would otherwise wait for us while we wait for its
         // guard): once the index table's reclamation has dropped the probe, every guard has
         // read at least that commit, and the sweep frees every tombstone up to it.
-        self.retire_probe(&mut self.lock());
+        self.retire_probe(&mut self.lock(), Garbage::default());
         self.index.reclaim();
-        self.sweep(&mut self.lock());
+        self.sweep(&mut self.lock(), Garbage::default());
         self.rules.reclaim();
         self.index.reclaim();
     }
@@ -635,15 +686,16 @@ impl<R: Rule> RuleStore<R> {
 
     /// The newest version of rule `id` as the writer sees it: `(kind, key)` if it is live.
     fn committed_rule(&self, id: RuleId) -> Option<(R::Kind, OrderKey)> {
-        self.rules.get_with(id, |cell| cell.newest().map(|data| (data.kind.clone(), data.key))).flatten()
+        self.rules.get_with(id, |cell| cell.newest().map(|data| (data.kind(), data.key()))).flatten()
     }
 
-    /// Frees the tombstones of commits every guard has moved past, and asks for a probe when
-    /// some remain.
-    fn sweep(&self, writer: &mut Writer<R::Kind>) {
-        // Acquire: pairs with the probe's Release (or `reclaim`'s), after which no guard with
-        // an older snapshot is left.
-        let graced = self.graced.load(Ordering::Acquire);
+    /// Frees the tombstones of commits every guard has moved past, then retires `garbage`
+    /// (versions the latest commit replaced; it is published) in a probe, and a probe too
+    /// when tombstones newer than the last probe's remain.
+    fn sweep(&self, writer: &mut Writer<R::Kind>, garbage: Garbage<R>) {
+        // Acquire: pairs with the probes' Release, after which no guard with an older
+        // snapshot is left.
+        let graced = self.grace.graced.load(Ordering::Acquire);
         let before = writer.tombstones.len();
         writer.tombstones.retain(|&(id, removed_in)| {
             let keep = removed_in > graced;
@@ -672,27 +724,23 @@ impl<R: Rule> RuleStore<R> {
         }
         let waiting =
             writer.tombstones.iter().map(|t| t.1).chain(writer.dead_cells.iter().map(|c| c.1)).max();
-        if waiting.is_some_and(|newest| writer.probe_tag < newest) {
-            self.retire_probe(writer);
+        if garbage.len() > 0 || waiting.is_some_and(|newest| writer.probe_tag < newest) {
+            self.retire_probe(writer, garbage);
         }
     }
 
-    /// Retires the grace probe tagged with the latest commit: once the engine drops it, every
-    /// guard has read at least that commit. The writer lock is held and every commit so far is
-    /// published, so the retirement follows the publication.
-    fn retire_probe(&self, writer: &mut Writer<R::Kind>) {
+    /// Retires a grace probe tagged with the latest commit, carrying `garbage`: once the
+    /// engine drops it, every guard has read at least that commit. The writer lock is held and
+    /// every commit so far is published, so the retirement follows the publication.
+    fn retire_probe(&self, writer: &mut Writer<R::Kind>, garbage: Garbage<R>) {
         // Relaxed: the writer lock orders this load after the writers' own SeqCst stores.
         let latest = self.committed.load(Ordering::Relaxed);
-        self.index.get_with(self.probe, |cell| {
-            if let IndexCell::Probe(probe) = cell {
-                // Relaxed: reaches the probe's drop through the engine's retirement chain (the
-                // replace below, the shard's stacks, the reclaimer), all happens-before.
-                probe.tag.store(latest, Ordering::Relaxed);
-            }
-        });
-        let fresh = GraceProbe { graced: self.graced.clone(), tag: AtomicU64::new(0) };
-        let replaced = self.index.replace(self.probe, IndexCell::Probe(fresh));
-        debug_assert!(replaced.is_ok());
+        // Relaxed: a statistic; counted before the probe can be dropped.
+        self.grace.garbage.fetch_add(garbage.len(), Ordering::Relaxed);
+        let probe = GraceProbe { grace: self.grace.clone(), tag: latest, garbage };
+        let cell = self.index.insert(IndexCell::Probe(probe));
+        let retired = self.index.remove(cell);
+        debug_assert!(retired);
         writer.probe_tag = latest;
     }
 }
@@ -781,7 +829,7 @@ impl<R: Rule> Transaction<'_, R> {
     pub fn try_add(&mut self, rule: R) -> Result<RuleId, R> {
         let order = self.writer.next_order;
         let data = RuleData::new(rule, order);
-        let cell = VersionPtr::new(self.commit, Some(data));
+        let cell = Versioned::new(self.commit, Some(data));
         let cell = match self.store.rules.try_insert(cell) {
             Ok(id) => {
                 self.writer.next_order += 1;
@@ -795,7 +843,7 @@ impl<R: Rule> Transaction<'_, R> {
         // waiting for that lock.
         if !self.writer.tombstones.is_empty() {
             self.store.index.try_reclaim();
-            self.store.sweep(&mut self.writer);
+            self.store.sweep(&mut self.writer, Garbage::default());
             self.store.rules.try_reclaim();
         }
         match self.store.rules.try_insert(cell) {
@@ -804,7 +852,7 @@ impl<R: Rule> Transaction<'_, R> {
                 self.added.push(id);
                 Ok(id)
             }
-            Err(full) => Err(full.into_inner().into_payload().expect("staged with a rule").rule),
+            Err(full) => Err(full.into_inner().into_value().expect("staged with a rule").rule),
         }
     }
 
@@ -857,17 +905,17 @@ impl<R: Rule> Transaction<'_, R> {
     /// ```
     pub fn replace(&mut self, id: RuleId, rule: R) -> Result<(), R> {
         if self.added.contains(&id) {
-            let order =
-                self.store.rules.get_with(id, |cell| cell.newest().map(|data| data.key.order)).flatten();
+            let order = self.store.rules.get_with(id, |cell| cell.newest().map(|data| data.order)).flatten();
             let Some(order) = order else { return Err(rule) };
             // Not visible to anyone yet: replace the staged version outright.
+            // (The engine retires the replaced cell; rare enough that its node does not matter.)
             let replaced =
-                self.store.rules.replace(id, VersionPtr::new(self.commit, Some(RuleData::new(rule, order))));
-            return replaced.map_err(|cell| cell.into_payload().expect("staged with a rule").rule);
+                self.store.rules.replace(id, Versioned::new(self.commit, Some(RuleData::new(rule, order))));
+            return replaced.map_err(|cell| cell.into_value().expect("staged with a rule").rule);
         }
         let order = match self.changes.get(&id) {
             Some(Change::Remove) => return Err(rule),
-            Some(Change::Replace(data)) => data.key.order,
+            Some(Change::Replace(data)) => data.order,
             None => match self.store.committed_rule(id) {
                 Some((_, key)) => key.order,
                 None => return Err(rule),
@@ -906,7 +954,7 @@ impl<R: Rule> Transaction<'_, R> {
                     self.changes.insert(id, Change::Remove);
                     removed += 1;
                 }
-                Some(Change::Replace(data)) if data.kind == *kind => {
+                Some(Change::Replace(data)) if data.kind() == *kind => {
                     self.changes.insert(id, Change::Remove);
                     removed += 1;
                 }
@@ -915,7 +963,7 @@ impl<R: Rule> Transaction<'_, R> {
         }
         // Rules this transaction replaced into that kind.
         for change in self.changes.values_mut() {
-            if matches!(change, Change::Replace(data) if data.kind == *kind) {
+            if matches!(change, Change::Replace(data) if data.kind() == *kind) {
                 *change = Change::Remove;
                 removed += 1;
             }
@@ -923,8 +971,8 @@ impl<R: Rule> Transaction<'_, R> {
         // Rules this transaction added with that kind.
         let store = self.store;
         self.added.retain(|&id| {
-            let of_kind =
-                store.rules.get_with(id, |cell| cell.newest().is_some_and(|d| d.kind == *kind)) == Some(true);
+            let of_kind = store.rules.get_with(id, |cell| cell.newest().is_some_and(|d| d.kind() == *kind))
+                == Some(true);
             if of_kind {
                 store.rules.remove(id);
                 removed += 1;
@@ -949,31 +997,29 @@ impl<R: Rule> Transaction<'_, R> {
         // Prepare (may run user code: kinds' Clone, Hash and Eq): the new trees, and the
         // rule versions to install. Nothing shared changes here.
         let mut edits: HashMap<R::Kind, Tree> = HashMap::default();
-        let mut installs: Vec<(RuleId, RuleCell<R>)> = Vec::with_capacity(changes.len());
+        let mut installs: Vec<(RuleId, Option<RuleData<R>>)> = Vec::with_capacity(changes.len());
         let mut removed = 0;
         for (id, change) in changes {
             let Some((old_kind, old_key)) = store.committed_rule(id) else { continue };
             let payload = match change {
-                // Same kind, same place: the trees do not change.
-                Change::Replace(data) if data.kind == old_kind && data.key == old_key => Some(*data),
+                // (A tree misses a live rule only when its kind or priority changed, which
+                // `Rule` documents as a logic error: the stale entry stays.)
                 Change::Replace(data) => {
-                    let was = tree_of(&self.writer, &mut edits, &old_kind).remove(&old_key);
-                    debug_assert!(was, "a live rule is in its kind's tree");
-                    tree_of(&self.writer, &mut edits, &data.kind).insert(data.key, id);
+                    let (kind, key) = (data.kind(), data.key());
+                    // Same kind, same place: the trees do not change.
+                    if kind != old_kind || key != old_key {
+                        tree_of(&self.writer, &mut edits, &old_kind).remove(&old_key);
+                        tree_of(&self.writer, &mut edits, &kind).insert(key, id);
+                    }
                     Some(*data)
                 }
                 Change::Remove => {
-                    let was = tree_of(&self.writer, &mut edits, &old_kind).remove(&old_key);
-                    debug_assert!(was, "a live rule is in its kind's tree");
+                    tree_of(&self.writer, &mut edits, &old_kind).remove(&old_key);
                     removed += 1;
                     None
                 }
             };
-            let newer = store
-                .rules
-                .get_with(id, |cell| VersionPtr::replacing(commit, cell, payload))
-                .expect("a live rule's slot stays while the writer lock is held");
-            installs.push((id, newer));
+            installs.push((id, payload));
         }
         let mut adds_by_kind: HashMap<R::Kind, Vec<(OrderKey, RuleId)>> = HashMap::default();
         for &id in &added {
@@ -1002,7 +1048,7 @@ impl<R: Rule> Transaction<'_, R> {
         // directory's construction below panics (a kind's Clone, Hash or Eq), they go.
         let mut unpublished = RemoveOnUnwind { index: &store.index, cells: Vec::new() };
         for (kind, tree) in new_kinds {
-            let cell = store.index.insert(IndexCell::Order(VersionPtr::new(commit, Some(tree.clone()))));
+            let cell = store.index.insert(IndexCell::Order(Versioned::new(commit, Some(tree.clone()))));
             unpublished.cells.push(cell);
             new_cells.push((kind, KindState { cell, tree }));
         }
@@ -1016,41 +1062,37 @@ impl<R: Rule> Transaction<'_, R> {
             directory
         });
 
-        // Stage, publish, install, then update the writer's view. From the first staged link on,
-        // an unwind would free versions a guard can already reach (and publish half a commit):
-        // a panic here aborts the process. Only internal invariant failures and the kinds'
-        // Hash, Eq and Drop in the writer's view update (user code that already ran on the
-        // same kinds above) can panic here.
+        // Install, publish, then update the writer's view and retire what was replaced. From
+        // the first install on, an unwind would free versions a guard can already reach (and
+        // publish half a commit): a panic here aborts the process. Only internal invariant
+        // failures and the kinds' Hash, Eq and Drop in the writer's view update (user code
+        // that already ran on the same kinds above) can panic here.
         unpublished.cells.clear();
         let abort_on_unwind = AbortOnUnwind;
-        let mut index_installs: Vec<(DefaultKey, IndexCell<R::Kind>)> = Vec::new();
-        let stage_index = |cell: DefaultKey, payload: IndexPayload<R::Kind>| {
-            store
-                .index
-                .get_with(cell, |current| match (current, payload) {
-                    (IndexCell::Order(old), IndexPayload::Order(tree)) => {
-                        let newer = VersionPtr::replacing(commit, old, Some(tree));
-                        old.stage(&newer);
-                        IndexCell::Order(newer)
-                    }
-                    (IndexCell::Directory(old), IndexPayload::Directory(directory)) => {
-                        let newer = VersionPtr::replacing(commit, old, Some(directory));
-                        old.stage(&newer);
-                        IndexCell::Directory(newer)
-                    }
-                    _ => unreachable!("cells keep their kind"),
-                })
-                .expect("index cells stay while the writer lock is held")
-        };
+        let mut garbage = Garbage::default();
         for (_, cell, tree) in &tree_versions {
-            index_installs.push((*cell, stage_index(*cell, IndexPayload::Order(tree.clone()))));
+            let replaced = store.index.get_with(*cell, |current| match current {
+                IndexCell::Order(order) => order.install(commit, Some(tree.clone())),
+                _ => unreachable!("cells keep their kind"),
+            });
+            garbage.trees.push(replaced.expect("index cells stay while the writer lock is held"));
         }
         if let Some(directory) = directory {
-            index_installs
-                .push((store.directory, stage_index(store.directory, IndexPayload::Directory(directory))));
+            let replaced = store.index.get_with(store.directory, |current| match current {
+                IndexCell::Directory(cell) => cell.install(commit, Some(directory)),
+                _ => unreachable!("cells keep their kind"),
+            });
+            garbage.directories.push(replaced.expect("the directory stays"));
         }
-        for (id, newer) in &installs {
-            store.rules.get_with(*id, |current| current.stage(newer));
+        for (id, payload) in installs {
+            let tombstone = payload.is_none();
+            let replaced = store.rules.get_with(id, |cell| cell.install(commit, payload));
+            garbage.rules.push(replaced.expect("a live rule's slot stays while the writer lock is held"));
+            if tombstone {
+                self.writer.tombstones.push((id, commit));
+                // Relaxed: a statistic (`stats`), changed only under the writer lock.
+                store.unswept.fetch_add(1, Ordering::Relaxed);
+            }
         }
         // The commit point. SeqCst: pairs with the SeqCst load in `pin` (see versioned.rs).
         store.committed.store(commit, Ordering::SeqCst);
@@ -1059,22 +1101,6 @@ impl<R: Rule> Transaction<'_, R> {
         // Relaxed load: only writers store `live`, under the writer lock.
         let live = store.live.load(Ordering::Relaxed) + added.len() - removed;
         store.live.store(live, Ordering::SeqCst);
-        for (id, newer) in installs {
-            let tombstone = newer.newest().is_none();
-            if let Err(newer) = store.rules.replace(id, newer) {
-                // Unreachable (the slot is live); a staged version must never be freed.
-                std::mem::forget(newer);
-            }
-            if tombstone {
-                self.writer.tombstones.push((id, commit));
-                store.unswept.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        for (cell, newer) in index_installs {
-            if let Err(newer) = store.index.replace(cell, newer) {
-                std::mem::forget(newer);
-            }
-        }
 
         // The writer's view follows (kinds' Hash and Eq run again here, on kinds they already
         // ran on; the tables are consistent whatever happens now).
@@ -1091,7 +1117,7 @@ impl<R: Rule> Transaction<'_, R> {
         self.writer.kinds.extend(new_cells);
         std::mem::forget(abort_on_unwind);
         let writer = &mut *self.writer;
-        store.sweep(writer);
+        store.sweep(writer, garbage);
         // Hand this commit's superseded versions (and the tree paths only they held) to the
         // reclaimer now rather than when a batch fills: what a push supersedes is freed one
         // grace period later, not a few pushes later.
@@ -1119,12 +1145,12 @@ fn tree_of<'e, Kd: Eq + Hash + Clone>(
 
 /// Removes index cells inserted for a commit that will not be published (dropped while
 /// `cells` is not empty: an unwind before the commit point).
-struct RemoveOnUnwind<'i, Kd> {
-    index: &'i SlotMap<DefaultKey, IndexCell<Kd>>,
+struct RemoveOnUnwind<'i, R: Rule> {
+    index: &'i SlotMap<DefaultKey, IndexCell<R>>,
     cells: Vec<DefaultKey>,
 }
 
-impl<Kd> Drop for RemoveOnUnwind<'_, Kd> {
+impl<R: Rule> Drop for RemoveOnUnwind<'_, R> {
     fn drop(&mut self) {
         for &cell in &self.cells {
             self.index.remove(cell);
@@ -1142,12 +1168,6 @@ impl Drop for AbortOnUnwind {
             std::process::abort();
         }
     }
-}
-
-/// What a commit installs in an index cell.
-enum IndexPayload<Kd> {
-    Order(Tree),
-    Directory(HashMap<Kd, DefaultKey>),
 }
 
 impl<R: Rule> Drop for Transaction<'_, R> {
@@ -1183,7 +1203,7 @@ impl<R: Rule> Drop for Transaction<'_, R> {
 /// ```
 pub struct RulesGuard<'s, R: Rule> {
     rules: Guard<'s, RuleId, RuleCell<R>>,
-    index: Guard<'s, DefaultKey, IndexCell<R::Kind>>,
+    index: Guard<'s, DefaultKey, IndexCell<R>>,
     version: u64,
     directory: DefaultKey,
 }

@@ -12,18 +12,18 @@ use serde::de::{Deserialize, Deserializer, Error as _};
 use serde::ser::{Serialize, Serializer};
 
 use crate::tree::{OrderKey, Tree};
-use crate::{HashMap, IndexCell, KindState, Rule, RuleCell, RuleData, RuleId, RuleStore, VersionPtr};
+use crate::{HashMap, IndexCell, KindState, Rule, RuleCell, RuleData, RuleId, RuleStore, Versioned};
 
-impl<R: Rule + Serialize> Serialize for VersionPtr<RuleData<R>> {
+impl<R: Rule + Serialize> Serialize for Versioned<RuleData<R>> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.newest().map(|data| (data.key.order, &data.rule)).serialize(serializer)
+        self.newest().map(|data| (data.order, &data.rule)).serialize(serializer)
     }
 }
 
-impl<'de, R: Rule + Deserialize<'de>> Deserialize<'de> for VersionPtr<RuleData<R>> {
+impl<'de, R: Rule + Deserialize<'de>> Deserialize<'de> for Versioned<RuleData<R>> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let stored = Option::<(u64, R)>::deserialize(deserializer)?;
-        Ok(VersionPtr::new(0, stored.map(|(order, rule)| RuleData::new(rule, order))))
+        Ok(Versioned::new(0, stored.map(|(order, rule)| RuleData::new(rule, order))))
     }
 }
 
@@ -94,10 +94,10 @@ impl<R: Rule> RuleStore<R> {
         for (id, cell) in rules.pin().iter() {
             match cell.newest() {
                 Some(data) => {
-                    by_kind.entry(data.kind.clone()).or_default().push((data.key, id));
-                    all.push(data.key.order);
+                    by_kind.entry(data.kind()).or_default().push((data.key(), id));
+                    all.push(data.order);
                     // A place at u64::MAX leaves none for the next rule: an error below.
-                    next_order = next_order.max(data.key.order.saturating_add(1));
+                    next_order = next_order.max(data.order.saturating_add(1));
                 }
                 None => removed.push(id),
             }
@@ -124,13 +124,13 @@ impl<R: Rule> RuleStore<R> {
             .into_iter()
             .map(|(kind, entries)| {
                 let tree = sorted(entries);
-                let cell = store.index.insert(IndexCell::Order(VersionPtr::new(0, Some(tree.clone()))));
+                let cell = store.index.insert(IndexCell::Order(Versioned::new(0, Some(tree.clone()))));
                 (kind, KindState { cell, tree })
             })
             .collect();
         let directory = kinds.iter().map(|(kind, state)| (kind.clone(), state.cell)).collect();
         let replaced =
-            store.index.replace(store.directory, IndexCell::Directory(VersionPtr::new(0, Some(directory))));
+            store.index.replace(store.directory, IndexCell::Directory(Versioned::new(0, Some(directory))));
         debug_assert!(replaced.is_ok());
         store.index.reclaim();
         store.live.store(live, crate::sync::Ordering::Relaxed);

@@ -92,6 +92,9 @@ fn insert_into(node: &mut Arc<Node>, key: OrderKey, id: RuleId) -> Option<(Order
     match Arc::make_mut(node) {
         Node::Leaf(entries) => {
             let at = entries.partition_point(|(k, _)| *k < key);
+            // Exactly one more: a node's buffer grows by one entry, never doubles (nodes are
+            // copied often, and a copy is exact anyway).
+            entries.reserve_exact(1);
             entries.insert(at, (key, id));
             (entries.len() > MAX_ENTRIES).then(|| {
                 // Appending (rules added in order at one priority) leaves the left node full
@@ -104,6 +107,7 @@ fn insert_into(node: &mut Arc<Node>, key: OrderKey, id: RuleId) -> Option<(Order
         Node::Branch(children) => {
             let at = child_for(children, &key);
             let (bound, right) = insert_into(&mut children[at].1, key, id)?;
+            children.reserve_exact(1);
             children.insert(at + 1, (bound, right));
             (children.len() > MAX_ENTRIES).then(|| {
                 let (bound, right) = split_half(children);

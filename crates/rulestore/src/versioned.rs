@@ -1,155 +1,225 @@
 //! Versioned cells: what each slot of the store's two tables holds, and how a guard finds the
 //! version its snapshot sees.
 //!
-//! Invariant (the commit protocol, `RuleStore::commit`; writers are serialised): commit `c`
-//! 1. *stages* each replacing version `N` (born `c`) on the version `O` it replaces:
-//!    `O.newer = N`, a Release store, before
+//! Invariant (the commit protocol, `Transaction::commit`; writers are serialised): commit `c`
+//! 1. *installs* each new version `N` (born `c`, `N.older` = the version `O` it replaces) as
+//!    its cell's head, a Release store, before
 //! 2. *publishing* `c` (`committed = c`, SeqCst), and only then
-//! 3. *installs* `N` in the slot, which retires `O` to the engine; `N.older` is `O`.
+//! 3. *retires* every replaced `O` (the commit's [`Garbage`], inside the grace probe it
+//!    retires through the index table).
 //!
-//! A version born in a commit that was never published (an aborted transaction's adds) is
-//! never staged on another version, and its slot is removed before the next commit.
+//! A cell a commit inserts starts with a version born in that commit and no older one, and a
+//! commit installs at most one version per cell. Every version is owned by exactly one of:
+//! its cell's head, or (once replaced) its commit's garbage.
 //!
-//! A guard pins the tables, then reads `committed` as its snapshot `v` (SeqCst), then reads
-//! slots. What it may dereference, and why it is alive:
-//! - the slot's current version `X`: the engine guard keeps it.
-//! - `X.older`, only when `X.born > v`: `X.older` was retired when `X` was installed, after
-//!   `X.born` was published. A guard that read a `committed` older than `X.born` has pinned
-//!   before that retirement in the reclaimer's order (an epoch reclaimer frees a retired value
-//!   only once every guard that could have read the state before its retirement is gone, and
-//!   the old `committed` is such state), so it keeps `X.older`. The same holds down the chain.
-//! - `X.newer` (its `born` always, the rest only when `born <= v`): until it is installed the
-//!   writer owns it and does not free it. Once installed, it is retired either at a later
-//!   commit `c2`, after `c2` was published (a guard that still reads `X` from the slot read a
-//!   `committed` below `c2`, so it keeps `X.newer` as above), or, for a tombstone, by the
-//!   sweep that frees the slot. The guard read `X` from the slot before `X.newer` was
-//!   installed (coherence), and the install happens before the sweep's retirement, so the
-//!   guard's pin precedes that retirement in the reclaimer's order and it keeps `X.newer`.
+//! A guard pins the tables, then reads `committed` as its snapshot `v` (SeqCst), then loads
+//! heads (Acquire, pairing with the install's Release, so a version is seen whole, with its
+//! `older` link). What it may dereference, and why it is alive:
+//! - the head `X` it loads: if a later commit `c2` replaces `X`, the guard read a `committed`
+//!   below `c2` (a guard that read `c2` loads `c2`'s head or a later one: the install happened
+//!   before the publication it read), so it pinned before `X`'s retirement, which follows the
+//!   publication of `c2`, in the reclaimer's order; an epoch reclaimer frees a retired value
+//!   only once every guard pinned before the retirement is gone. A removed rule's head (a
+//!   tombstone) stays until the sweep frees its slot through the engine, which protects it.
+//! - `X.older`, only when `X.born > v`: replaced by `X` in commit `X.born` and retired after
+//!   that commit was published, which the guard had not read: it pinned before the
+//!   retirement. The same holds down the chain.
 //!
-//! Hence a guard never follows more than one `newer` link (a guard that read `committed >= c2`
-//! finds `X.newer` or a later version in the slot, because the install of commit `c` happened
-//! before `c2` was published), and the `older`/`newer` pointers a guard can no longer follow
-//! are left dangling but unused.
+//! Hence the `older` links a guard can no longer follow (every guard's snapshot is at least
+//! the version's `born`) are left dangling but unused.
 
+use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
 use crate::sync::{AtomicPtr, Ordering};
 
-/// One version of a cell's value.
-pub(crate) struct Version<T> {
-    /// The commit that made this version visible.
-    born: u64,
-    /// The version this one replaced in its slot (retired when this one was installed), or
-    /// null. Followed only by guards whose snapshot is older than `born`.
-    older: *const Version<T>,
-    /// The version that replaces this one, staged just before its commit was published; null
-    /// while none is.
-    newer: AtomicPtr<Version<T>>,
-    /// The value; `None` for a removal (a tombstone).
-    payload: Option<T>,
+/// What every version starts with: a tombstone is only this.
+#[repr(C)]
+struct Header {
+    /// The commit that made this version visible, with [`TOMBSTONE`] set for a removal.
+    stamp: u64,
+    /// The version this one replaced in its cell, or null. Followed only by guards whose
+    /// snapshot is older than this version.
+    older: *const Header,
 }
 
-/// The owner of a boxed [`Version`]: what a slot holds. A raw pointer rather than a `Box`, so
-/// the `older`/`newer` pointers other versions keep to it stay valid when it moves into and
-/// out of the engine (a `Box` asserts unique access when it moves).
-pub(crate) struct VersionPtr<T>(NonNull<Version<T>>);
+/// The bit of [`Header::stamp`] that marks a removal (a bare header, no value). Commit numbers
+/// stay below it (`RuleStore::transaction` checks).
+pub(crate) const TOMBSTONE: u64 = 1 << 63;
 
-// SAFETY: a `VersionPtr` owns its `Version` like a `Box` does; the raw pointers inside are only
-// dereferenced under the protocol above, and point to versions of the same `T`.
-unsafe impl<T: Send> Send for VersionPtr<T> {}
-// SAFETY: shared access hands out `&T` (hence `T: Sync`) and loads of the atomic `newer`.
-unsafe impl<T: Sync> Sync for VersionPtr<T> {}
+impl Header {
+    fn born(&self) -> u64 {
+        self.stamp & !TOMBSTONE
+    }
+    fn is_tombstone(&self) -> bool {
+        self.stamp & TOMBSTONE != 0
+    }
+}
 
-impl<T> Drop for VersionPtr<T> {
+/// A version with a value; `repr(C)` so a pointer to it is a pointer to its header.
+#[repr(C)]
+struct Version<T> {
+    header: Header,
+    value: T,
+}
+
+/// Allocates a version born in `born` that replaced `older`: a bare header when `value` is
+/// `None` (a tombstone).
+fn allocate<T>(born: u64, older: *const Header, value: Option<T>) -> NonNull<Header> {
+    debug_assert!(born < TOMBSTONE);
+    match value {
+        Some(value) => {
+            NonNull::from(Box::leak(Box::new(Version { header: Header { stamp: born, older }, value })))
+                .cast()
+        }
+        None => NonNull::from(Box::leak(Box::new(Header { stamp: born | TOMBSTONE, older }))),
+    }
+}
+
+/// The value of the version at `header`.
+///
+/// # Safety
+/// `header` points to a live version allocated by [`allocate`], for `T`, and stays alive for
+/// `'a`.
+unsafe fn value<'a, T>(header: NonNull<Header>) -> Option<&'a T> {
+    // SAFETY: alive for `'a` (the caller); its header is its first field.
+    let is_tombstone = unsafe { header.as_ref() }.is_tombstone();
+    // SAFETY: not a tombstone, so `allocate` made it a whole `Version<T>` (same address,
+    // `repr(C)`), and the pointer keeps that allocation's provenance.
+    (!is_tombstone).then(|| unsafe { &header.cast::<Version<T>>().as_ref().value })
+}
+
+/// The owner of one version (any but a cell's head): a replaced version in a commit's garbage,
+/// or a value taken back from a cell nobody else has seen.
+pub(crate) struct Owned<T> {
+    header: NonNull<Header>,
+    _owns: PhantomData<Box<Version<T>>>,
+}
+
+// SAFETY: owns its version like a `Box<Version<T>>` does (the `older` pointer inside is never
+// dereferenced through an `Owned`).
+unsafe impl<T: Send> Send for Owned<T> {}
+// SAFETY: shared access gives nothing but the pointer's identity.
+unsafe impl<T: Sync> Sync for Owned<T> {}
+
+impl<T> Drop for Owned<T> {
     fn drop(&mut self) {
-        // SAFETY: the pointer came from `Box::leak` in `boxed`, and this is its one owner.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+        let raw = self.header.as_ptr();
+        // SAFETY: from `allocate`, owned by `self` alone (module header): freed with the type
+        // it was allocated as, which the tombstone bit tells.
+        unsafe {
+            if (*raw).is_tombstone() {
+                drop(Box::from_raw(raw));
+            } else {
+                drop(Box::from_raw(raw.cast::<Version<T>>()));
+            }
+        }
     }
 }
 
-impl<T> VersionPtr<T> {
-    /// A version born in commit `born`, replacing nothing.
-    pub(crate) fn new(born: u64, payload: Option<T>) -> Self {
-        Self::boxed(Version { born, older: ptr::null(), newer: AtomicPtr::new(ptr::null_mut()), payload })
-    }
-
-    /// A version born in commit `born` that will replace `older` (see [`stage`](Self::stage)).
-    pub(crate) fn replacing(born: u64, older: &VersionPtr<T>, payload: Option<T>) -> Self {
-        Self::boxed(Version {
-            born,
-            older: older.0.as_ptr(),
-            newer: AtomicPtr::new(ptr::null_mut()),
-            payload,
-        })
-    }
-
-    fn boxed(version: Version<T>) -> Self {
-        Self(NonNull::from(Box::leak(Box::new(version))))
-    }
-
-    fn version(&self) -> &Version<T> {
-        // SAFETY: owned by `self` (see `Drop`), so alive while `self` is borrowed.
-        unsafe { self.0.as_ref() }
-    }
-
-    /// The newest version's value: what the writer sees (writers are serialised and every
-    /// commit is installed before the next one starts).
-    pub(crate) fn newest(&self) -> Option<&T> {
-        self.version().payload.as_ref()
-    }
-
-    /// Takes the value back out of a version nobody else has seen.
-    pub(crate) fn into_payload(self) -> Option<T> {
-        let raw = self.0.as_ptr();
+impl<T> Owned<T> {
+    /// The value, moved out (`None` for a tombstone).
+    fn into_value(self) -> Option<T> {
+        let raw = self.header.as_ptr();
         std::mem::forget(self);
-        // SAFETY: from `Box::leak` in `boxed`; ownership moves out of the forgotten `self`.
-        unsafe { Box::from_raw(raw) }.payload
+        // SAFETY: ownership moves out of the forgotten `self` (as in `Drop`).
+        unsafe {
+            if (*raw).is_tombstone() {
+                drop(Box::from_raw(raw));
+                None
+            } else {
+                Some(Box::from_raw(raw.cast::<Version<T>>()).value)
+            }
+        }
+    }
+}
+
+/// A cell: the head of a chain of versions, newest first. What a slot of the store's tables
+/// holds; the engine keeps it in place (a commit changes the head, never the slot's value).
+pub(crate) struct Versioned<T> {
+    head: AtomicPtr<Header>,
+    _owns: PhantomData<Box<Version<T>>>,
+}
+
+// SAFETY: the cell owns its head version like a `Box`; a version moves between threads (made
+// by a writer, dropped where the reclaimer runs), hence `T: Send`.
+unsafe impl<T: Send> Send for Versioned<T> {}
+// SAFETY: shared access hands out `&T` to readers (`T: Sync`) and lets the writer install
+// versions made on its thread (`T: Send`).
+unsafe impl<T: Send + Sync> Sync for Versioned<T> {}
+
+impl<T> Drop for Versioned<T> {
+    fn drop(&mut self) {
+        // Acquire: pairs with `install`'s Release (the engine's drop also follows every
+        // install through its own happens-before edges).
+        let head = self.head.load(Ordering::Acquire);
+        // SAFETY: the head is owned by the cell (module header); the older versions belong to
+        // garbage.
+        drop(Owned::<T> { header: unsafe { NonNull::new_unchecked(head) }, _owns: PhantomData });
+    }
+}
+
+impl<T> Versioned<T> {
+    /// A cell whose first version is born in commit `born` (`None`: a removed rule's slot, in
+    /// a restored snapshot).
+    pub(crate) fn new(born: u64, value: Option<T>) -> Self {
+        Self { head: AtomicPtr::new(allocate(born, ptr::null(), value).as_ptr()), _owns: PhantomData }
     }
 
-    /// Step 1 of a commit: makes `newer` findable from `self` (the slot's current version)
-    /// before the commit is published.
+    fn head(&self) -> NonNull<Header> {
+        // Acquire: pairs with `install`'s Release, so the version is seen whole.
+        let head = self.head.load(Ordering::Acquire);
+        // SAFETY: a cell's head is never null (`new`, `install`).
+        unsafe { NonNull::new_unchecked(head) }
+    }
+
+    /// The newest version's value: what the writer sees (writers are serialised, and a
+    /// commit installs before the next one starts).
+    pub(crate) fn newest(&self) -> Option<&T> {
+        // SAFETY: the head lives as long as the cell, or until a writer replaces it and
+        // retires it; the caller is the writer, or holds it off (the writer lock).
+        unsafe { value(self.head()) }
+    }
+
+    /// Step 1 of a commit: makes a version born in `born` holding `value` (`None`: a removal)
+    /// the head, and returns the replaced head, which the commit must retire after
+    /// publishing `born` (see the module header).
     ///
-    /// The writer must then publish `newer`'s commit and install `newer` in this slot without
-    /// dropping it in between (see the module header).
-    pub(crate) fn stage(&self, newer: &VersionPtr<T>) {
-        // Relaxed: only the writer (under its lock) stores `newer`.
-        debug_assert!(self.version().newer.load(Ordering::Relaxed).is_null(), "staged twice");
-        debug_assert!(newer.version().older == self.0.as_ptr().cast_const());
-        // Release: pairs with the Acquire load in `at`, so a guard that finds `newer` sees it
-        // whole.
-        self.version().newer.store(newer.0.as_ptr(), Ordering::Release);
+    /// Only the writer installs (under its lock), at most once per cell and commit.
+    pub(crate) fn install(&self, born: u64, value: Option<T>) -> Owned<T> {
+        let old = self.head();
+        // SAFETY: the writer's own head, alive while it holds the lock.
+        debug_assert!(unsafe { old.as_ref() }.born() < born, "installed twice in one commit");
+        let new = allocate(born, old.as_ptr().cast_const(), value);
+        // Release: pairs with the Acquire loads of `head`, so a guard that loads `new` sees it
+        // (and the versions it links to) whole.
+        self.head.store(new.as_ptr(), Ordering::Release);
+        Owned { header: old, _owns: PhantomData }
     }
 
-    /// The value snapshot `v` sees in this slot, `self` being the slot's current version.
+    /// The value in a cell nobody else has seen (an add that found the store full).
+    pub(crate) fn into_value(self) -> Option<T> {
+        let head = self.head();
+        std::mem::forget(self);
+        Owned::<T> { header: head, _owns: PhantomData }.into_value()
+    }
+
+    /// The value snapshot `v` sees in this cell.
     ///
     /// # Safety
     /// `self` was read from its slot under an engine guard that is still alive and was pinned
-    /// before `v` was loaded from the store's `committed` (SeqCst), and the slot's versions
+    /// before `v` was loaded from the store's `committed` (SeqCst), and the cell's versions
     /// follow the commit protocol of the module header.
     pub(crate) unsafe fn at(&self, v: u64) -> Option<&T> {
-        let mut version = self.version();
-        if version.born > v {
-            loop {
-                if version.older.is_null() {
-                    return None;
-                }
-                // SAFETY: `version.born > v`, so `older` is kept alive by the caller's guard
-                // (module header, second item).
-                version = unsafe { &*version.older };
-                if version.born <= v {
-                    break;
-                }
+        let mut version = self.head();
+        loop {
+            // SAFETY: kept alive by the caller's guard (module header, first and second items).
+            let header = unsafe { version.as_ref() };
+            if header.born() <= v {
+                // SAFETY: as just above, for the guard's lifetime, which bounds `&self`.
+                return unsafe { value(version) };
             }
-        } else {
-            // Acquire: pairs with the Release store in `stage`.
-            let newer = version.newer.load(Ordering::Acquire);
-            // SAFETY: a staged version is alive while the slot (or a guard of this snapshot
-            // age) can reach its predecessor (module header, third item); `born` is read only.
-            if !newer.is_null() && unsafe { (*newer).born } <= v {
-                // SAFETY: as just above.
-                version = unsafe { &*newer };
-            }
+            version = NonNull::new(header.older.cast_mut())?;
         }
-        version.payload.as_ref()
     }
 }

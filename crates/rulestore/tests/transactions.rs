@@ -330,3 +330,50 @@ fn removed_rules_slots_are_freed_while_pushes_go_on() {
         stop.store(true, Ordering::Relaxed);
     });
 }
+
+/// A rule whose kind and priority change with every call: the logic error `Rule` documents.
+struct Fickle(AtomicUsize);
+
+static FICKLE_DROPS: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for Fickle {
+    fn drop(&mut self) {
+        FICKLE_DROPS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Rule for Fickle {
+    type Kind = usize;
+    fn kind(&self) -> usize {
+        self.0.fetch_add(1, Ordering::Relaxed) % 3
+    }
+    fn priority(&self) -> i64 {
+        self.0.fetch_add(1, Ordering::Relaxed) as i64
+    }
+}
+
+#[test]
+fn a_rule_whose_kind_changes_is_never_a_panic_and_its_removal_still_frees_it() {
+    let store = RuleStore::new();
+    let ids: Vec<RuleId> = (0..6).map(|n| store.add(Fickle(AtomicUsize::new(n)))).collect();
+    for &id in &ids[..3] {
+        assert!(store.replace(id, Fickle(AtomicUsize::new(7))).is_ok());
+    }
+    for kind in 0..3 {
+        store.remove_kind(&kind);
+    }
+    for &id in &ids {
+        store.remove(id);
+    }
+    // Still usable, every id dead, and the views agree that nothing is left to see.
+    let id = store.add(Fickle(AtomicUsize::new(0)));
+    assert!(store.remove(id));
+    let rules = store.pin();
+    assert!(ids.iter().all(|&id| rules.get(id).is_none()));
+    assert_eq!(rules.iter().count(), 0);
+    drop(rules);
+    store.reclaim();
+    assert_eq!((store.len(), store.stats().pending), (0, 0));
+    // Every rule stored (6 adds, 3 replacements, 1 more add) is dropped.
+    assert_eq!(FICKLE_DROPS.load(Ordering::Relaxed), 10);
+}
