@@ -45,7 +45,7 @@ struct Participant {
     /// domain does not know the value type), null until that thread's first write. Used only
     /// by the thread that claimed it, like `handle`.
     shard: Cell<*const ()>,
-    /// Pins since the participant's bag was last flushed (see `note_pin`). Used only by the
+    /// Pins since the participant's bag was last flushed (see `Claimed::pin`). Used only by the
     /// thread that claimed it, like `handle`; not a loom location (it orders nothing).
     pins: std::cell::Cell<u32>,
     /// `FREE`, `CLAIMED`, `RELEASING` (its last claimant is flushing it) or `CLOSED`.
@@ -182,8 +182,18 @@ impl Claimed<'_> {
     /// collections pop is freed through its bag (crossbeam defers the node), and a bag goes
     /// to the global queue only when full: without the flush, every reader thread would keep
     /// up to a bag's worth of popped nodes (about 2 KiB each) per map.
+    ///
+    /// The Release fence first: outside x86 (and under Miri) crossbeam pins with a relaxed
+    /// store of the epoch followed by a SeqCst fence, and a relaxed store does not carry the
+    /// Release of the previous unpin (a release sequence holds only read-modify-writes). A
+    /// collector that reads this pin's epoch, then issues its Acquire fence (`try_advance`),
+    /// would not be ordered after this thread's previous critical section, and could free
+    /// what that section read without a happens-before edge. The fence pairs with that
+    /// Acquire fence through the epoch store that follows it. On x86 it emits no instruction.
     #[inline(always)]
     fn pin(&self) -> EpochGuard {
+        #[cfg(not(loom))]
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         let guard = self.handle.pin();
         let pins = self.pins.get().wrapping_add(1);
         self.pins.set(pins);
