@@ -245,13 +245,13 @@ struct GraceProbe<R: Rule> {
 
 impl<R: Rule> Drop for GraceProbe<R> {
     fn drop(&mut self) {
-        let garbage = std::mem::take(&mut self.garbage);
-        let freed = garbage.len();
-        drop(garbage);
+        // The counters first: a rule's `Drop` that panics below (the engine catches it) must
+        // not leave them behind.
         // Relaxed: a statistic (`stats`).
-        self.grace.garbage.fetch_sub(freed, Ordering::Relaxed);
+        self.grace.garbage.fetch_sub(self.garbage.len(), Ordering::Relaxed);
         // Release: pairs with the Acquire load in `sweep`.
         self.grace.graced.fetch_max(self.tag, Ordering::Release);
+        drop(std::mem::take(&mut self.garbage));
     }
 }
 
@@ -339,7 +339,10 @@ impl<R: Rule> RuleStore<R> {
     /// An empty store that holds at most `max` rules; [`try_add`](Self::try_add) says when it
     /// is full. A removed rule's slot counts until no guard older than the removal is left
     /// and a later write (or [`reclaim`](Self::reclaim)) has freed it: an add that finds the
-    /// store full frees what it can without waiting, and fails otherwise.
+    /// store full frees the tombstones every guard has moved past, and fails otherwise. A
+    /// freed slot is reusable one grace period later; an add that finds only such slots waits
+    /// for that grace period (the engine's limited insert), holding the writer lock, so a
+    /// thread must not hold a guard of a full store while it writes to it.
     ///
     /// ```
     /// # use rulestore::{Rule, RuleStore};
@@ -540,14 +543,11 @@ impl<R: Rule> RuleStore<R> {
     /// assert_eq!(store.pin().iter().count(), 1);
     /// ```
     pub fn pin(&self) -> RulesGuard<'_, R> {
-        // The index table, through which replaced versions are retired (in grace probes), is
-        // pinned last, right before `committed` is read. The argument holds in either order;
-        // with the index pinned first, Miri's default schedule of `tests/index.rs` reports a
-        // race on such a version, which goes away when crossbeam pins with a SeqCst
-        // read-modify-write (as it does natively on x86) instead of its Miri path (a relaxed
-        // store and a SeqCst fence): docs/rulestore.md has the details.
-        let rules = self.rules.pin();
+        // Both pins come before `committed` is read; the order does not matter to the argument
+        // (the engine's pin orders a thread's previous critical section before the epoch it
+        // publishes: see `Claimed::pin` in epoch-slotmap).
         let index = self.index.pin();
+        let rules = self.rules.pin();
         // SeqCst, after both pins: the snapshot the versioned cells' argument needs (a guard
         // that reads an older commit than a retirement's is protected from it).
         let version = self.committed.load(Ordering::SeqCst);
@@ -1115,9 +1115,11 @@ impl<R: Rule> Transaction<'_, R> {
             }
         }
         self.writer.kinds.extend(new_cells);
-        std::mem::forget(abort_on_unwind);
         let writer = &mut *self.writer;
+        // Still under the abort guard: until the probe holds it, an unwind would free the
+        // garbage at once, under guards that can still reach it.
         store.sweep(writer, garbage);
+        std::mem::forget(abort_on_unwind);
         // Hand this commit's superseded versions (and the tree paths only they held) to the
         // reclaimer now rather than when a batch fills: what a push supersedes is freed one
         // grace period later, not a few pushes later.
@@ -1245,8 +1247,9 @@ impl<'s, R: Rule> RulesGuard<'s, R> {
 
     fn data(&self, id: RuleId) -> Option<&RuleData<R>> {
         let cell = self.rules.get(id)?;
-        // SAFETY: read under `self.rules`, pinned before `self.version` was loaded (`pin`);
-        // the writer follows the commit protocol (`Transaction::commit`).
+        // SAFETY: read under `self.rules`, with `self.index` held too, both pinned before
+        // `self.version` was loaded (`pin`); the writer follows the commit protocol
+        // (`Transaction::commit`).
         unsafe { cell.at(self.version) }
     }
 

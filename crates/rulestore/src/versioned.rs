@@ -207,8 +207,9 @@ impl<T> Versioned<T> {
     /// The value snapshot `v` sees in this cell.
     ///
     /// # Safety
-    /// `self` was read from its slot under an engine guard that is still alive and was pinned
-    /// before `v` was loaded from the store's `committed` (SeqCst), and the cell's versions
+    /// `self` was read from its slot under a guard of its table, and the caller holds a guard
+    /// of the index table (through which replaced versions are retired), both still alive and
+    /// pinned before `v` was loaded from the store's `committed` (SeqCst); the cell's versions
     /// follow the commit protocol of the module header.
     pub(crate) unsafe fn at(&self, v: u64) -> Option<&T> {
         let mut version = self.head();
