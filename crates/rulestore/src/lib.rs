@@ -696,32 +696,16 @@ impl<R: Rule> RuleStore<R> {
         // Acquire: pairs with the probes' Release, after which no guard with an older
         // snapshot is left.
         let graced = self.grace.graced.load(Ordering::Acquire);
-        let before = writer.tombstones.len();
-        writer.tombstones.retain(|&(id, removed_in)| {
-            let keep = removed_in > graced;
-            if !keep {
-                let freed = self.rules.remove(id);
-                debug_assert!(freed, "a tombstone is removed once");
-            }
-            keep
+        let freed = free_graced(&mut writer.tombstones, graced, |id| {
+            let freed = self.rules.remove(id);
+            debug_assert!(freed, "a tombstone is removed once");
         });
         // Relaxed: a statistic (`stats`), changed only under the writer lock.
-        self.unswept.fetch_sub(before - writer.tombstones.len(), Ordering::Relaxed);
-        writer.dead_cells.retain(|&(cell, removed_in)| {
-            let keep = removed_in > graced;
-            if !keep {
-                let freed = self.index.remove(cell);
-                debug_assert!(freed, "a dead cell is removed once");
-            }
-            keep
+        self.unswept.fetch_sub(freed, Ordering::Relaxed);
+        free_graced(&mut writer.dead_cells, graced, |cell| {
+            let freed = self.index.remove(cell);
+            debug_assert!(freed, "a dead cell is removed once");
         });
-        // Drained lists give their memory back (a reload of a big kind fills them at once).
-        if writer.tombstones.capacity() > 4 * writer.tombstones.len() + 64 {
-            writer.tombstones.shrink_to_fit();
-        }
-        if writer.dead_cells.capacity() > 4 * writer.dead_cells.len() + 64 {
-            writer.dead_cells.shrink_to_fit();
-        }
         let waiting =
             writer.tombstones.iter().map(|t| t.1).chain(writer.dead_cells.iter().map(|c| c.1)).max();
         if garbage.len() > 0 || waiting.is_some_and(|newest| writer.probe_tag < newest) {
@@ -743,6 +727,23 @@ impl<R: Rule> RuleStore<R> {
         debug_assert!(retired);
         writer.probe_tag = latest;
     }
+}
+
+/// Frees (with `free`) the entries of `list` removed in commits up to `graced`, and returns
+/// how many. A drained list gives its memory back (a reload of a big kind fills it at once).
+fn free_graced<K: Copy>(list: &mut Vec<(K, u64)>, graced: u64, mut free: impl FnMut(K)) -> usize {
+    let before = list.len();
+    list.retain(|&(key, removed_in)| {
+        let keep = removed_in > graced;
+        if !keep {
+            free(key);
+        }
+        keep
+    });
+    if list.capacity() > 4 * list.len() + 64 {
+        list.shrink_to_fit();
+    }
+    before - list.len()
 }
 
 /// One change a transaction stages for a rule that was live before it.
